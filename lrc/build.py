@@ -1,0 +1,105 @@
+"""The one builder: a validated config in, objects out.
+
+Order matters and is the only wiring in lrc:
+  tokenizer (its length sizes the LLM's embeddings)
+  → encoder (its out_dim feeds the compressor)
+  → compressor (its out_dim feeds the projector; its tokens_per_frame sizes the prompt)
+  → LLM (its hidden size is the projector's out_dim)
+  → projector → VideoMLLM
+  → data module (needs the tokenizer, tokens per frame and the encoder's image size/normalisation)
+  → LightningModule.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lrc.config import PLUGIN_SLOTS
+from lrc.model import VideoMLLM
+from lrc.prompt import IMG_CONTEXT, PromptBuilder, prepare_tokenizer
+from lrc.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> Any:
+    """Construct the plugin a config slot names, with builder-provided values added."""
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    cls = registry.get(node.pop("name"))
+    return cls(**node, **provided)
+
+
+def corpus_root(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["data"]["root"])
+
+
+def build_tokenizer(cfg: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    path = cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or corpus_root(cfg) / "tokenizer"
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
+            f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+
+
+def build_sampler(cfg: dict[str, Any]) -> Any:
+    return instantiate(PLUGIN_SLOTS["data.sampler"], cfg["data"]["sampler"])
+
+
+def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
+    m = cfg["model"]
+    encoder = instantiate(PLUGIN_SLOTS["model.encoder"], m["encoder"])
+    compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim)
+    llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer))
+    projector = instantiate(PLUGIN_SLOTS["model.projector"], m["projector"],
+                            in_dim=compressor.out_dim, out_dim=llm.hidden_size)
+    return VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT))
+
+
+def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
+    from lrc.data.dataset import VideoDataModule
+
+    d = cfg["data"]
+    root = corpus_root(cfg)
+    return VideoDataModule(
+        train_file=str(root / d["train"]), val_file=str(root / d["val"]),
+        sampler=build_sampler(cfg), prompts=PromptBuilder(tokenizer, model.tokens_per_frame),
+        image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
+        batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
+        max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
+    )
+
+
+def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
+    from lrc.module import VideoMLLMModule
+
+    o = cfg["optim"]
+    return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"],
+                           betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"])
+
+
+def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """For the run's config.yaml: which class and package version each slot resolved to."""
+    from importlib import metadata
+
+    from lrc.registry import origin
+
+    out = {}
+    for slot, registry in PLUGIN_SLOTS.items():
+        section, key = slot.split(".")
+        name = cfg[section][key]["name"]
+        obj = registry.get(name)
+        top = obj.__module__.split(".")[0]
+        dist = metadata.packages_distributions().get(top, [top])[0]
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        out[slot] = {"name": name, "origin": origin(obj), "package": f"{dist}=={version}"}
+    return out

@@ -1,0 +1,399 @@
+"""Experiment configs: OmegaConf YAML with base files and command-line overrides, and their validation.
+
+Loading (``load_config``):
+  1. the built-in defaults (the dataclasses below);
+  2. each file named in ``base: [...]`` (paths relative to the file naming them, recursively), in order;
+  3. the experiment file itself;
+  4. ``key=value`` overrides from the command line.
+A plugin slot (``model.compressor`` ...) is a mapping with a ``name``. When a later layer changes a
+slot's ``name``, arguments from earlier layers that the new plugin does not accept are dropped, so
+``model.compressor.name=pooling`` switches plugin without tripping over ToMe-only arguments while the
+shared vocabulary (``clip_len``, ``tokens_per_frame``) carries over.
+
+Validation (``validate``) reports every problem at once as ``source: key: what is wrong``, where
+source is the file (or "command line") that set the key, before anything heavy is built. YAML names
+plugins only by registered name; nothing in a config can import a module or evaluate code.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, SAMPLERS, PluginError, Registry, suggest
+
+
+class ConfigError(ValueError):
+    """One or more config problems; ``.problems`` lists them, ``str()`` shows them all."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} config problem(s):\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: every section, key, type and default. docs/config.md documents these.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    name: str = "experiment"  # run dirs go to {root}/{name}/{timestamp}
+    root: str = "runs"
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synth"  # corpus folder; train/val are relative to it
+    train: str = "train.jsonl"
+    val: str = "val.jsonl"
+    synth_videos: Union[int, None] = None  # synthesise a corpus of this many videos if root is missing
+    sampler: dict = field(default_factory=lambda: {"name": "uniform"})
+    tokenizer: Union[str, None] = None  # None: the LLM's pretrained folder, else {root}/tokenizer
+    batch_size: int = 4
+    eval_batch_size: Union[int, None] = None
+    num_workers: int = 0
+    max_length: int = 4096
+    cache_frames: bool = False  # keep decoded frames in RAM (deterministic samplers only)
+
+
+@dataclass
+class ModelConfig:
+    encoder: dict = field(default_factory=lambda: {"name": "timm_vit"})
+    compressor: dict = field(default_factory=lambda: {"name": "tome"})
+    projector: dict = field(default_factory=lambda: {"name": "mlp"})
+    llm: dict = field(default_factory=lambda: {"name": "hf_causal_lm"})
+
+
+@dataclass
+class OptimConfig:
+    # InternVideo2.5 finetuning: ViT 2e-6, connector 1e-5, LLM 1e-5 (REFERENCE.md "Training system")
+    lr: dict = field(default_factory=lambda: {"encoder": 2e-6, "compressor": 1e-5, "projector": 1e-5, "llm": 1e-5})
+    freeze: list = field(default_factory=list)  # component names: encoder, compressor, projector, llm
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0
+
+
+SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+# ``trainer`` is bound to lightning.Trainer's own signature instead of a dataclass.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "auto", "devices": 1, "strategy": "auto", "precision": "32-true", "max_epochs": 1,
+    "log_every_n_steps": 10, "num_sanity_val_steps": 0,
+}
+PLUGIN_SLOTS: dict[str, Registry] = {
+    "data.sampler": SAMPLERS,
+    "model.encoder": ENCODERS,
+    "model.compressor": COMPRESSORS,
+    "model.projector": PROJECTORS,
+    "model.llm": LLMS,
+}
+COMPONENTS = ("encoder", "compressor", "projector", "llm")
+
+
+def defaults() -> dict[str, Any]:
+    out = {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}
+    out["trainer"] = dict(TRAINER_DEFAULTS)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LoadedConfig:
+    cfg: DictConfig
+    path: Path | None
+    sources: dict[str, str]  # dotted key -> file (or "command line") that last set it
+
+    def source(self, key: str) -> str:
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:n]))
+            if found:
+                return found
+        return "defaults"
+
+    def to_container(self) -> dict[str, Any]:
+        return OmegaConf.to_container(self.cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> list[tuple[dict[str, Any], str]]:
+    """The file's bases (recursively) then the file, as plain dicts with their source names."""
+    if path in chain:
+        raise ConfigError([f"{path}: base: circular base chain: {' -> '.join(map(str, chain + (path,)))}"])
+    if not path.is_file():
+        where = f"{chain[-1]}: base" if chain else "command line"
+        raise ConfigError([f"{where}: config file {path} does not exist"])
+    try:
+        node = OmegaConf.load(path)
+    except (OmegaConfBaseException, Exception) as exc:  # noqa: BLE001 - YAML syntax errors of all kinds
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if not isinstance(node, DictConfig):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections, got a list"])
+    data = OmegaConf.to_container(node, resolve=False)
+    bases = data.pop("base", None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    layers: list[tuple[dict[str, Any], str]] = []
+    for base in bases:
+        layers += _read_yaml((path.parent / base).resolve(), chain + (path,))
+    layers.append((data, str(path)))
+    return layers
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out[key] = v
+            out.update(_flatten(v, key))
+    return out
+
+
+def _switch_plugins(merged: dict[str, Any], layer: dict[str, Any]) -> None:
+    """Drop a slot's earlier arguments that a newly named plugin does not accept (see module doc)."""
+    for slot, registry in PLUGIN_SLOTS.items():
+        section, key = slot.split(".")
+        new = (layer.get(section) or {}).get(key)
+        old = (merged.get(section) or {}).get(key)
+        if not isinstance(new, dict) or not isinstance(old, dict) or "name" not in new:
+            continue
+        if new["name"] == old.get("name"):
+            continue
+        accepted = _accepted_args(registry, new["name"])
+        merged[section][key] = {k: v for k, v in old.items() if k == "name" or (accepted is not None and k in accepted)}
+
+
+def _accepted_args(registry: Registry, name: Any) -> set[str] | None:
+    try:
+        params = inspect.signature(registry.get(name)).parameters
+    except (PluginError, TypeError, ValueError):
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params) - {"self"}
+
+
+def _deep_merge(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    for k, v in layer.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    bad = [o for o in overrides if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError([f"command line: {o!r}: overrides look like key=value (e.g. model.compressor.name=tome)"
+                           for o in bad])
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        raise ConfigError([f"command line: cannot parse overrides: {exc}"]) from exc
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedConfig:
+    layers: list[tuple[dict[str, Any], str]] = []
+    if path is not None:
+        path = Path(path).resolve()
+        layers = _read_yaml(path, ())
+    if overrides:
+        layers.append((parse_overrides(overrides), "command line"))
+    merged = defaults()
+    sources: dict[str, str] = {}
+    for data, source in layers:
+        _switch_plugins(merged, data)
+        _deep_merge(merged, data)
+        for key in _flatten(data):
+            sources[key] = source
+    return LoadedConfig(OmegaConf.create(merged), Path(path) if path else None, sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+def type_ok(value: Any, annotation: Any) -> bool:
+    """A small structural check of YAML values against a constructor annotation."""
+    if annotation is inspect.Parameter.empty or annotation is Any or annotation is object:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(type_ok(value, a) for a in typing.get_args(annotation))
+    if annotation is None or annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    base = origin or annotation
+    if base in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple, ListConfig)):
+            return False
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return not args or all(type_ok(v, args[0]) for v in value)
+    if base in (dict, collections.abc.Mapping):
+        return isinstance(value, (dict, DictConfig))
+    if isinstance(base, type):
+        return isinstance(value, base)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def signature_of(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    sig = inspect.signature(cls)
+    try:
+        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations only weaken the type check
+        hints = {}
+    params = {n: p for n, p in sig.parameters.items() if n != "self"}
+    return params, hints
+
+
+def check_plugin(registry: Registry, slot: str, node: Any, where: Any) -> tuple[list[str], Any]:
+    """Problems with one plugin slot, and its class when the name resolves."""
+    if not isinstance(node, dict) or "name" not in node:
+        return [f"{where(slot)}: {slot}: must be a mapping with a `name` (one of {', '.join(registry.names())})"], None
+    name = node["name"]
+    try:
+        cls = registry.get(name)
+    except PluginError as exc:
+        return [f"{where(slot + '.name')}: {slot}.name: {exc}"], None
+    params, hints = signature_of(cls)
+    problems = []
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    accepted = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    settable = [n for n in accepted if n not in registry.provided]
+    for key, value in node.items():
+        if key == "name":
+            continue
+        full = f"{slot}.{key}"
+        if key in registry.provided:
+            problems.append(f"{where(full)}: {full}: set by lrc from the other components; remove it from the config")
+        elif key not in params and not takes_any:
+            problems.append(f"{where(full)}: {full}: {registry.kind} plugin {name!r} has no argument {key!r}."
+                            f"{suggest(key, settable)}")
+        elif key in params and not type_ok(value, hints.get(key, params[key].annotation)):
+            problems.append(f"{where(full)}: {full}: expected {_type_name(hints.get(key, params[key].annotation))}, "
+                            f"got {value!r}")
+    for n in settable:
+        p = params[n]
+        if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in node:
+            problems.append(f"{where(slot)}: {slot}.{n}: required by {registry.kind} plugin {name!r} but not set")
+    return problems, cls
+
+
+def plugin_arg(cls: Any, node: dict[str, Any], key: str, fallback: Any = None) -> Any:
+    """The value a plugin will get for ``key``: the config's, else its signature default."""
+    if key in node:
+        return node[key]
+    if cls is not None:
+        p = inspect.signature(cls).parameters.get(key)
+        if p is not None and p.default is not p.empty:
+            return p.default
+    return fallback
+
+
+def validate(loaded: LoadedConfig) -> dict[str, Any]:
+    """Check everything that can be checked without building; raise ConfigError listing all problems."""
+    problems: list[str] = []
+    where = loaded.source
+    try:
+        cfg = loaded.to_container()
+    except OmegaConfBaseException as exc:
+        raise ConfigError([f"{loaded.path or 'config'}: cannot resolve interpolations: {exc}"]) from exc
+
+    known = set(SECTIONS) | {"trainer"}
+    for key in cfg:
+        if key not in known:
+            problems.append(f"{where(key)}: {key}: unknown section.{suggest(key, sorted(known))}")
+
+    for section, schema in SECTIONS.items():
+        node = cfg.get(section)
+        if not isinstance(node, dict):
+            problems.append(f"{where(section)}: {section}: must be a mapping")
+            continue
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        hints = typing.get_type_hints(schema)
+        for key, value in node.items():
+            full = f"{section}.{key}"
+            if key not in fields:
+                problems.append(f"{where(full)}: {full}: unknown key.{suggest(key, sorted(fields))}")
+            elif f"{section}.{key}" not in PLUGIN_SLOTS and not type_ok(value, hints[key]):
+                problems.append(f"{where(full)}: {full}: expected {_type_name(hints[key])}, got {value!r}")
+
+    classes: dict[str, Any] = {}
+    for slot, registry in PLUGIN_SLOTS.items():
+        section, key = slot.split(".")
+        found, cls = check_plugin(registry, slot, (cfg.get(section) or {}).get(key), where)
+        problems += found
+        classes[slot] = cls
+
+    problems += _check_trainer(cfg.get("trainer"), where)
+    problems += _check_cross(cfg, classes, where)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_trainer(node: Any, where: Any) -> list[str]:
+    if not isinstance(node, dict):
+        return [f"{where('trainer')}: trainer: must be a mapping of lightning.Trainer arguments"]
+    import lightning as L
+
+    params = inspect.signature(L.Trainer.__init__).parameters
+    owned = {"logger", "callbacks", "default_root_dir", "enable_checkpointing"}
+    problems = []
+    for key in node:
+        full = f"trainer.{key}"
+        if key in owned:
+            problems.append(f"{where(full)}: {full}: set by lrc (run dir, CSV/TensorBoard logs, checkpoints); remove it")
+        elif key not in params:
+            problems.append(f"{where(full)}: {full}: not an argument of lightning.Trainer."
+                            f"{suggest(key, [p for p in params if p != 'self'])}")
+    return problems
+
+
+def _check_cross(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> list[str]:
+    """Combinations that are individually valid but do not fit together."""
+    problems = []
+    optim = cfg.get("optim") or {}
+    freeze = optim.get("freeze") or []
+    lr = optim.get("lr") or {}
+    if isinstance(freeze, list):
+        for name in freeze:
+            if name not in COMPONENTS:
+                problems.append(f"{where('optim.freeze')}: optim.freeze: unknown component {name!r}.{suggest(str(name), list(COMPONENTS))}")
+    if isinstance(lr, dict):
+        for name in lr:
+            if name not in COMPONENTS:
+                problems.append(f"{where('optim.lr.' + name)}: optim.lr.{name}: unknown component.{suggest(name, list(COMPONENTS))}")
+    # HiCo merges clips of clip_len frames: a fixed frame count must be a multiple of it.
+    sampler = (cfg.get("data") or {}).get("sampler") or {}
+    compressor = (cfg.get("model") or {}).get("compressor") or {}
+    if classes.get("data.sampler") is not None and classes.get("model.compressor") is not None:
+        frames = plugin_arg(classes["data.sampler"], sampler, "num_frames")
+        clip_len = plugin_arg(classes["model.compressor"], compressor, "clip_len")
+        if isinstance(frames, int) and isinstance(clip_len, int) and clip_len > 0 and frames % clip_len:
+            problems.append(f"{where('data.sampler.num_frames')}: data.sampler.num_frames: {frames} frames is not a "
+                            f"multiple of model.compressor.clip_len={clip_len}; pick a multiple of {clip_len}")
+    return problems

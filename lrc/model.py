@@ -1,0 +1,96 @@
+"""The video MLLM: encoder → compressor → projector → LLM, assembled from built plugins.
+
+Data flow for a batch (DESIGN.md "Data flow"):
+
+    pixel_values [ΣT, 3, S, S]  (frames of every sample, concatenated along time)
+      encoder     → patch tokens  [ΣT, M, Dv]
+      compressor  → per sample    [T_i · k, Dc]   (HiCo level 1, per clip of clip_len frames)
+      projector   → per sample    [T_i · k, D_llm]
+      scattered into the <IMG_CONTEXT> slots of the prompt embeddings → LLM → logits
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+COMPONENTS = ("encoder", "compressor", "projector", "llm")
+
+
+class VideoMLLM(nn.Module):
+    def __init__(self, encoder: nn.Module, compressor: nn.Module, projector: nn.Module, llm: nn.Module,
+                 img_context_id: int):
+        super().__init__()
+        self.encoder = encoder
+        self.compressor = compressor
+        self.projector = projector
+        self.llm = llm
+        self.img_context_id = img_context_id
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.compressor.tokens_per_frame
+
+    def encode_video(self, pixel_values: torch.Tensor, frames_per_sample: list[int]) -> list[torch.Tensor]:
+        """Visual embeddings for each sample, ``[T_i · k, D_llm]`` in frame order."""
+        encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(encoder_trains and torch.is_grad_enabled()):
+            patches = self.encoder(pixel_values)
+        out = []
+        for clip in patches.split(frames_per_sample):
+            compressed = self.compressor(clip.unsqueeze(0))[0]
+            out.append(self.projector(compressed))
+        return out
+
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, frames_per_sample: list[int],
+              ids: list[str] | None = None) -> torch.Tensor:
+        """Prompt embeddings with the visual embeddings written into the <IMG_CONTEXT> slots."""
+        embeds = self.llm.embed(input_ids)
+        visual = self.encode_video(pixel_values, frames_per_sample)
+        slots = input_ids == self.img_context_id
+        have = slots.sum(dim=1).tolist()
+        want = [v.shape[0] for v in visual]
+        if have != want:
+            bad = [f"{(ids or ['?'] * len(have))[i]}: {h} slots for {w} visual tokens"
+                   for i, (h, w) in enumerate(zip(have, want)) if h != w]
+            raise ValueError("prompt/visual token mismatch (" + "; ".join(bad) + "). The prompt was built for "
+                             "a different tokens_per_frame than the compressor produces.")
+        visual_flat = torch.cat(visual).to(embeds.dtype)
+        # masked_scatter fills slots in row-major order: sample 0's slots first, in sequence order,
+        # which is exactly the order of torch.cat(visual).
+        return embeds.masked_scatter(slots.unsqueeze(-1), visual_flat)
+
+    def forward(self, batch: dict[str, Any]) -> Any:
+        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch["frames_per_sample"], batch.get("ids"))
+        return self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
+
+    def component_parameters(self) -> dict[str, list[nn.Parameter]]:
+        return {name: list(getattr(self, name).parameters()) for name in COMPONENTS}
+
+
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """L_base: next-token cross entropy over answer tokens only (labels -100 elsewhere)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    return nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+
+
+def mcq_predictions(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For MCQ samples: the option whose first token scores highest where the answer begins.
+
+    Returns (predicted option index, correct option index) over the MCQ samples of the batch.
+    Likelihood scoring restricted to the options, as multiple-choice benchmarks do, so an untrained
+    model sits at chance, not at zero.
+    """
+    preds, golds = [], []
+    for b, options in enumerate(batch["option_ids"]):
+        if not options:
+            continue
+        position = int(batch["answer_start"][b]) - 1  # the logit that predicts the first answer token
+        scores = logits[b, position, options]
+        preds.append(int(scores.argmax()))
+        golds.append(int(batch["answer_index"][b]))
+    return torch.tensor(preds, dtype=torch.long), torch.tensor(golds, dtype=torch.long)

@@ -1,0 +1,32 @@
+"""Small tensor operations shared by several plugins."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def pixel_shuffle(tokens: torch.Tensor, scale: float) -> torch.Tensor:
+    """InternVL's pixel shuffle on a square grid of patch tokens.
+
+    ``tokens`` is ``[N, h*w, C]`` with ``h == w``; ``scale=0.5`` folds every 2×2 neighbourhood into
+    one token, giving ``[N, h*w/4, 4*C]`` (InternVL2.5: 32×32×1024 → 16×16×4096). Channels are
+    interleaved exactly as InternVL does (width fold first, then height), so weights trained on
+    InternVL's layout keep their meaning.
+    """
+    n, m, c = tokens.shape
+    side = math.isqrt(m)
+    if side * side != m:
+        raise ValueError(f"pixel_shuffle needs a square token grid, got {m} tokens per image")
+    factor = round(1 / scale)
+    if side % factor:
+        raise ValueError(f"pixel_shuffle scale {scale} needs the grid side ({side}) divisible by {factor}")
+    x = tokens.reshape(n, side, side, c)
+    # N, H, W, C -> N, H, W*s, C/s
+    x = x.reshape(n, side, int(side * scale), int(c / scale))
+    x = x.permute(0, 2, 1, 3).contiguous()
+    # N, W*s, H, C/s -> N, W*s, H*s, C/(s*s)
+    x = x.reshape(n, int(side * scale), int(side * scale), int(c / (scale * scale)))
+    x = x.permute(0, 2, 1, 3).contiguous()
+    return x.reshape(n, -1, x.shape[-1])

@@ -1,0 +1,62 @@
+"""InternViT through transformers' ``InternVLVisionModel`` (random init from a config dict, or a local
+folder saved with ``save_pretrained``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrc.ops import pixel_shuffle
+from lrc.registry import ENCODERS
+
+
+@ENCODERS.register("internvl_vit")
+class InternVLVisionEncoder(nn.Module):
+    """Patch tokens of InternViT with the CLS token dropped, then InternVL's pixel shuffle.
+
+    InternVL2.5 / InternVideo2.5 (REFERENCE.md, HiCo level 1): 448 px, patch 14 → 32×32 tokens;
+    pixel shuffle 0.5 → 16×16 = 256 tokens per frame of dim 4×1024. Give either ``pretrained`` (a local
+    path) or ``config`` (keyword arguments of ``transformers.InternVLVisionConfig``).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        pixel_shuffle: float = 0.5,
+        select_layer: int = -1,
+        attn_implementation: str = "sdpa",
+        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+    ):
+        super().__init__()
+        from transformers import InternVLVisionConfig, InternVLVisionModel
+
+        if (config is None) == (pretrained is None):
+            raise ValueError("internvl_vit: give exactly one of `config` (random init) or `pretrained` (a local path)")
+        if pretrained is not None:
+            self.vit = InternVLVisionModel.from_pretrained(pretrained, attn_implementation=attn_implementation)
+        else:
+            self.vit = InternVLVisionModel(InternVLVisionConfig(**config, attn_implementation=attn_implementation))
+        cfg = self.vit.config
+        size = cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0]
+        patch = cfg.patch_size if isinstance(cfg.patch_size, int) else cfg.patch_size[0]
+        self.image_size = size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.shuffle = pixel_shuffle
+        self.select_layer = select_layer
+        grid = size // patch
+        self.num_tokens = round(grid * grid * pixel_shuffle * pixel_shuffle)
+        self.out_dim = round(cfg.hidden_size / (pixel_shuffle * pixel_shuffle))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if self.select_layer == -1:
+            hidden = self.vit(pixel_values=pixel_values).last_hidden_state
+        else:
+            hidden = self.vit(pixel_values=pixel_values, output_hidden_states=True).hidden_states[self.select_layer]
+        tokens = hidden[:, 1:]  # drop CLS
+        if self.shuffle != 1.0:
+            tokens = pixel_shuffle(tokens, self.shuffle)
+        return tokens

@@ -1,0 +1,59 @@
+"""A timm Vision Transformer as the video encoder (random init from sizes, or a local checkpoint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lrc.checkpoints import load_state_dict_file
+from lrc.ops import pixel_shuffle
+from lrc.registry import ENCODERS
+
+
+@ENCODERS.register("timm_vit")
+class TimmViTEncoder(nn.Module):
+    """Per-frame patch tokens from a timm ViT, prefix (CLS/register) tokens dropped.
+
+    Output ``[N, M, out_dim]`` with ``M = (image_size / patch_size)**2 * pixel_shuffle**2``.
+    ``checkpoint`` is a local ``.safetensors`` or ``.pt``/``.bin`` state dict for exactly this
+    architecture; it is read with ``weights_only`` so it cannot execute code.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 224,
+        patch_size: int = 16,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        pixel_shuffle: float = 1.0,
+        checkpoint: str | None = None,
+        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
+        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+    ):
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        if image_size % patch_size:
+            raise ValueError(f"timm_vit: image_size {image_size} must be a multiple of patch_size {patch_size}")
+        self.vit = VisionTransformer(
+            img_size=image_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=0, global_pool="",
+        )
+        if checkpoint:
+            self.vit.load_state_dict(load_state_dict_file(Path(checkpoint)))
+        self.image_size = image_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.shuffle = pixel_shuffle
+        grid = image_size // patch_size
+        self.num_tokens = round(grid * grid * pixel_shuffle * pixel_shuffle)
+        self.out_dim = round(embed_dim / (pixel_shuffle * pixel_shuffle))
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_features(pixel_values)[:, self.vit.num_prefix_tokens:]
+        if self.shuffle != 1.0:
+            tokens = pixel_shuffle(tokens, self.shuffle)
+        return tokens

@@ -1,0 +1,78 @@
+"""Any transformers causal LM (Qwen2, Llama, InternLM2 ...) as the language model."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrc.registry import LLMS
+
+log = logging.getLogger(__name__)
+
+
+def resolve_attn_implementation(requested: str) -> str:
+    """flash-attn only where it can run (CUDA and the package present); otherwise SDPA, said aloud."""
+    if requested in ("flash_attention_2", "flash_attention_3"):
+        has_pkg = importlib.util.find_spec("flash_attn") is not None
+        if not (has_pkg and torch.cuda.is_available()):
+            log.warning("attn_implementation=%s asked for but %s; using sdpa instead", requested,
+                        "no CUDA device is available" if has_pkg else "the flash-attn package is not installed "
+                        "(pip install 'lrc[gpu]')")
+            return "sdpa"
+    return requested
+
+
+@LLMS.register("hf_causal_lm")
+class HFCausalLM(nn.Module):
+    """A ``transformers`` causal LM, random-init from ``config`` or loaded from a local ``pretrained`` path.
+
+    ``config`` is the keyword arguments of the model's config class and must name its
+    ``model_type`` (e.g. ``qwen2``, ``llama``). ``vocab_size`` comes from the builder (the tokenizer's
+    length, after lrc adds its special tokens); a pretrained model's embeddings are resized to it
+    when the tokenizer grew. ``trust_remote_code`` stays off unless you set it.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        config: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        attn_implementation: str = "sdpa",
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if (config is None) == (pretrained is None):
+            raise ValueError("hf_causal_lm: give exactly one of `config` (random init) or `pretrained` (a local path)")
+        attn = resolve_attn_implementation(attn_implementation)
+        torch_dtype = getattr(torch, dtype) if dtype else None
+        if pretrained is not None:
+            self.model = AutoModelForCausalLM.from_pretrained(
+                pretrained, attn_implementation=attn, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        else:
+            config = dict(config)
+            if "model_type" not in config:
+                raise ValueError("hf_causal_lm: `config` must name its `model_type` (e.g. qwen2, llama)")
+            hf_config = AutoConfig.for_model(config.pop("model_type"), **config, vocab_size=vocab_size)
+            hf_config._attn_implementation = attn
+            self.model = AutoModelForCausalLM.from_config(hf_config, dtype=torch_dtype)
+        if self.model.get_input_embeddings().num_embeddings < vocab_size:
+            self.model.resize_token_embeddings(vocab_size)
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.hidden_size = self.model.config.hidden_size
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(input_ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **kwargs: Any):
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                          position_ids=position_ids, use_cache=False, **kwargs)

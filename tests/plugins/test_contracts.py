@@ -1,0 +1,98 @@
+"""Protocol tests run over every registered plugin: registering a plugin gets it tested here.
+
+Each plugin is built with the arguments of the shared vocabulary that its signature accepts; a plugin
+whose required arguments are not in that vocabulary must add a case to EXTRA_ARGS.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from lrc.registry import COMPRESSORS, ENCODERS, LLMS, PROJECTORS, SAMPLERS
+
+# Small-size arguments, for plugins whose defaults are real-size models.
+EXTRA_ARGS = {
+    ("encoders", "timm_vit"): dict(image_size=32, patch_size=8, embed_dim=64, depth=1, num_heads=4),
+    ("encoders", "internvl_vit"): dict(config=dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
+                                                   intermediate_size=128, image_size=32, patch_size=8)),
+    ("llms", "hf_causal_lm"): dict(config=dict(model_type="qwen2", hidden_size=64, intermediate_size=128,
+                                               num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)),
+}
+
+
+def build(registry, name, **shared):
+    cls = registry.get(name)
+    params = inspect.signature(cls).parameters
+    kwargs = {k: v for k, v in shared.items() if k in params}
+    kwargs.update(EXTRA_ARGS.get((registry.kind, name), {}))
+    return cls(**kwargs)
+
+
+@pytest.mark.parametrize("name", COMPRESSORS.names())
+@pytest.mark.parametrize("frames,clip_len,k", [(4, 4, 4), (8, 4, 2), (6, 2, 1)])
+def test_compressor_exact_count_shape_and_batch_independence(name, frames, clip_len, k):
+    torch.manual_seed(0)
+    comp = build(COMPRESSORS, name, in_dim=64, clip_len=clip_len, tokens_per_frame=k)
+    assert comp.tokens_per_frame == k
+    x = torch.randn(3, frames, 16, 64)
+    out = comp(x)
+    assert out.shape == (3, frames * k, comp.out_dim)
+    alone = comp(x[1:2])
+    assert torch.allclose(out[1:2], alone, atol=1e-5), "a sample's output must not depend on its batch"
+    assert torch.equal(comp(x), out), "compressors are deterministic in eval"
+
+
+@pytest.mark.parametrize("name", COMPRESSORS.names())
+def test_compressor_passes_gradients_to_its_input(name):
+    comp = build(COMPRESSORS, name, in_dim=64, clip_len=4, tokens_per_frame=4)
+    x = torch.randn(1, 4, 16, 64, requires_grad=True)
+    comp(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for p in comp.parameters():
+        if p.requires_grad:
+            assert p.grad is not None
+
+
+@pytest.mark.parametrize("name", COMPRESSORS.names())
+def test_compressor_rejects_frames_not_multiple_of_clip(name):
+    comp = build(COMPRESSORS, name, in_dim=64, clip_len=4, tokens_per_frame=4)
+    with pytest.raises(ValueError, match="clip_len"):
+        comp(torch.randn(1, 6, 16, 64))
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_encoder_protocol(name):
+    enc = build(ENCODERS, name)
+    x = torch.randn(2, 3, enc.image_size, enc.image_size)
+    out = enc(x)
+    assert out.shape == (2, enc.num_tokens, enc.out_dim)
+    assert len(enc.mean) == len(enc.std) == 3
+
+
+@pytest.mark.parametrize("name", PROJECTORS.names())
+def test_projector_protocol(name):
+    proj = build(PROJECTORS, name, in_dim=48, out_dim=32)
+    assert proj(torch.randn(5, 48)).shape == (5, 32) and proj.out_dim == 32
+
+
+@pytest.mark.parametrize("name", LLMS.names())
+def test_llm_protocol(name):
+    llm = build(LLMS, name, vocab_size=50)
+    ids = torch.randint(0, 50, (2, 7))
+    emb = llm.embed(ids)
+    assert emb.shape == (2, 7, llm.hidden_size)
+    assert llm(inputs_embeds=emb, attention_mask=torch.ones(2, 7, dtype=torch.long)).logits.shape == (2, 7, 50)
+
+
+@pytest.mark.parametrize("name", SAMPLERS.names())
+@pytest.mark.parametrize("video_frames,fps", [(1, 1.0), (7, 3.0), (300, 30.0), (9000, 15.0)])
+def test_sampler_protocol(name, video_frames, fps):
+    sampler = build(SAMPLERS, name, num_frames=8)
+    idx, ts = sampler(video_frames, fps, video_frames / fps)
+    idx, ts = np.asarray(idx), np.asarray(ts)
+    assert idx.dtype.kind == "i" and len(idx) == len(ts) > 0
+    assert idx.min() >= 0 and idx.max() < video_frames
+    assert np.all(np.diff(idx) >= 0)
+    assert np.allclose(ts, idx / fps)
