@@ -1,0 +1,193 @@
+"""From annotation records to padded training batches.
+
+One sample: sampler plugin → frame indices/timestamps → decord decode (resized at decode time) →
+normalised ``pixel_values [T,3,S,S]`` → prompt with the video spliced in → ids and labels.
+
+A sample whose video cannot be read is not an error: ``__getitem__`` returns a *skip marker* with the
+sample id and the reason; the collate function drops it from the batch and passes the marker on, so
+the training module counts and reports it even when workers run in other processes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lrc.data.annotations import Record, load_annotations
+from lrc.data.video import VideoFile, VideoReadError
+from lrc.prompt import IGNORE_INDEX, PromptBuilder, PromptError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Skipped:
+    id: str
+    video: str
+    reason: str
+
+
+class VideoConversationDataset(Dataset):
+    def __init__(
+        self,
+        records: list[Record],
+        sampler: Any,
+        prompts: PromptBuilder,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        max_length: int = 4096,
+        cache_frames: bool = False,
+    ):
+        self.records = records
+        self.sampler = sampler
+        self.prompts = prompts
+        self.image_size = image_size
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.max_length = max_length
+        # Decoded frames by video; only sound for deterministic samplers (same indices every epoch).
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, float]] | None = {} if cache_frames else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _frames(self, rec: Record) -> tuple[np.ndarray, np.ndarray, float]:
+        key = str(rec.video)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        with VideoFile(rec.video, size=self.image_size) as video:
+            indices, timestamps = self.sampler(video.num_frames, video.fps, video.duration)
+            frames = video.get_frames(indices)
+            duration = video.duration
+        if self._cache is not None:
+            self._cache[key] = (frames, timestamps, duration)
+        return frames, timestamps, duration
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rec = self.records[i]
+        try:
+            frames, timestamps, duration = self._frames(rec)
+        except VideoReadError as exc:
+            log.warning("skipping sample %s (%s): %s", rec.id, rec.video, exc.reason)
+            return {"skipped": Skipped(rec.id, str(rec.video), exc.reason)}
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
+        pixels = (pixels - self.mean) / self.std
+        try:
+            enc = self.prompts.encode_conversation(rec.conversations, duration, len(frames), sample_id=rec.id)
+        except PromptError as exc:
+            return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+        if len(enc.input_ids) > self.max_length:
+            reason = (f"sequence of {len(enc.input_ids)} tokens exceeds data.max_length={self.max_length}; "
+                      "sample fewer frames, use fewer tokens per frame or raise max_length")
+            return {"skipped": Skipped(rec.id, str(rec.video), reason)}
+        item: dict[str, Any] = {
+            "id": rec.id,
+            "pixel_values": pixels,
+            "timestamps": torch.as_tensor(timestamps, dtype=torch.float32),
+            "input_ids": torch.tensor(enc.input_ids),
+            "labels": torch.tensor(enc.labels),
+            "answer_start": enc.answer_start,
+            "question_type": rec.question_type or rec.task,
+        }
+        if rec.task == "mcq" and rec.options:
+            item["option_ids"] = self.prompts.option_ids(rec.options)
+            item["answer_index"] = rec.options.index(rec.answer)
+        return item
+
+
+def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Right-pad to the longest sample; frames of all samples are concatenated along time."""
+    skipped = [it["skipped"] for it in items if "skipped" in it]
+    items = [it for it in items if "skipped" not in it]
+    batch: dict[str, Any] = {"skipped": skipped, "size": len(items)}
+    if not items:
+        return batch
+    length = max(len(it["input_ids"]) for it in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    for b, it in enumerate(items):
+        n = len(it["input_ids"])
+        ids[b, :n], labels[b, :n], mask[b, :n] = it["input_ids"], it["labels"], 1
+    batch.update(
+        input_ids=ids, labels=labels, attention_mask=mask,
+        pixel_values=torch.cat([it["pixel_values"] for it in items]),
+        frames_per_sample=[len(it["pixel_values"]) for it in items],
+        timestamps=[it["timestamps"] for it in items],
+        ids=[it["id"] for it in items],
+        answer_start=torch.tensor([it["answer_start"] for it in items]),
+        question_type=[it["question_type"] for it in items],
+        # MCQ scoring: option token ids and the correct option (-1 / empty for non-MCQ samples)
+        option_ids=[it.get("option_ids", []) for it in items],
+        answer_index=torch.tensor([it.get("answer_index", -1) for it in items]),
+    )
+    return batch
+
+
+class _Collate:
+    """Picklable collate (worker processes need it)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return collate(items, self.pad_id)
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train/val loaders over JSONL annotations; everything it needs is built by lrc.build."""
+
+    def __init__(
+        self,
+        train_file: str,
+        val_file: str,
+        sampler: Any,
+        prompts: PromptBuilder,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        max_length: int = 4096,
+        cache_frames: bool = False,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        self.files = {"train": train_file, "val": val_file}
+        self.common = dict(sampler=sampler, prompts=prompts, image_size=image_size, mean=mean, std=std,
+                           max_length=max_length, cache_frames=cache_frames)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.collate = _Collate(pad_id)
+        self.datasets: dict[str, VideoConversationDataset] = {}
+
+    def dataset(self, split: str) -> VideoConversationDataset:
+        if split not in self.datasets:
+            self.datasets[split] = VideoConversationDataset(load_annotations(self.files[split]), **self.common)
+        return self.datasets[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.dataset("train")
+        self.dataset("val")
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.dataset(split), batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            collate_fn=self.collate, persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
