@@ -1,0 +1,83 @@
+"""Uniform frame sampling at segment midpoints (InternVideo2.5 model card, ``get_index``).
+
+The span ``[start, end]`` (seconds; the whole video by default) is split into ``num_frames`` equal
+segments and the frame shown at the midpoint of each segment is taken (REFERENCE.md, "Frame
+sampling"). Time is continuous here: frame ``k`` is on screen during ``[k/fps, (k+1)/fps)``, so the
+whole video spans frame positions ``[0, video_frames)`` and sample ``i`` is
+
+    index_i = floor(lo + (hi − lo)·(i + ½) / num_frames),   lo = start·fps,  hi = end·fps
+
+with ``lo``/``hi`` clamped to the video. This differs slightly from the model card, which measures
+the span as ``[round(start·fps), last_frame]`` and rounds each segment offset separately; that
+version repeats a frame even when the video has exactly ``num_frames`` frames (8 of 8 frames gives
+0,1,2,3,4,4,5,6), while this one returns 0..7. A video shorter than ``num_frames`` gives repeated,
+still sorted indices. Timestamps are the frame start times ``index / fps``.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+
+from lrc.registry import SAMPLERS
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
+@SAMPLERS.register("uniform")
+class UniformSampler:
+    """``num_frames`` frames at the midpoints of equal segments of ``[start, end]`` seconds.
+
+    ``__call__(video_frames, fps, duration=None) -> (indices int64, timestamps float64 seconds)``;
+    ``video_frames`` is the video's frame count, ``num_frames`` (constructor) how many to sample.
+    """
+
+    def __init__(self, num_frames: int = 8, start: float | None = None, end: float | None = None):
+        if not _is_int(num_frames) or num_frames < 1:
+            raise ValueError(f"uniform sampler: num_frames must be an integer >= 1, got {num_frames!r}")
+        for name, bound in (("start", start), ("end", end)):
+            if bound is not None and (not _is_real(bound) or bound < 0):
+                raise ValueError(f"uniform sampler: {name} must be a finite number of seconds >= 0 or null, got {bound!r}")
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"uniform sampler: start ({start} s) must be before end ({end} s)")
+        self.num_frames = int(num_frames)
+        self.start = None if start is None else float(start)
+        self.end = None if end is None else float(end)
+
+    def __repr__(self) -> str:
+        return f"UniformSampler(num_frames={self.num_frames}, start={self.start}, end={self.end})"
+
+    def __call__(self, video_frames: int, fps: float, duration: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (sorted, in ``[0, video_frames − 1]``) and their timestamps in seconds.
+
+        ``duration`` is part of the sampler protocol (adaptive samplers choose a frame count from
+        it); the uniform span is taken from ``video_frames`` and ``fps``, and ``duration`` is only
+        checked.
+        """
+        if not _is_int(video_frames) or video_frames < 1:
+            raise ValueError(f"uniform sampler: the video has {video_frames!r} frames; need at least 1 (is the file empty or unreadable?)")
+        if not _is_real(fps) or fps <= 0:
+            raise ValueError(f"uniform sampler: fps must be a finite number > 0, got {fps!r}")
+        if duration is not None and (not _is_real(duration) or duration <= 0):
+            raise ValueError(f"uniform sampler: duration must be a finite number of seconds > 0 or None, got {duration!r}")
+        video_frames, fps = int(video_frames), float(fps)
+
+        lo = 0.0 if self.start is None else min(self.start * fps, float(video_frames))
+        hi = float(video_frames) if self.end is None else min(self.end * fps, float(video_frames))
+        if lo >= hi:
+            raise ValueError(
+                f"uniform sampler: start bound {self.start} s is at or past the end of the video "
+                f"({video_frames} frames at {fps:g} fps = {video_frames / fps:.3f} s); lower start or drop it."
+            )
+        midpoints = lo + (hi - lo) * (np.arange(self.num_frames, dtype=np.float64) + 0.5) / self.num_frames
+        indices = np.clip(np.floor(midpoints), 0, video_frames - 1).astype(np.int64)
+        timestamps = indices.astype(np.float64) / fps
+        return indices, timestamps
