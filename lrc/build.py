@@ -12,6 +12,7 @@ Order matters and is the only wiring in lrc:
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,11 @@ def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> An
     """Construct the plugin a config slot names, with builder-provided values added."""
     node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     cls = registry.get(node.pop("name"))
-    return cls(**node, **provided)
+    # A plugin receives only the provided values its signature asks for (a sampler that rounds to
+    # the compressor's clip_len takes `clip_len`; one that does not, does not).
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return cls(**node, **{k: v for k, v in provided.items() if takes_any or k in params})
 
 
 def corpus_root(cfg: dict[str, Any]) -> Path:
@@ -48,14 +53,15 @@ def build_tokenizer(cfg: dict[str, Any]) -> Any:
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
 
 
-def build_sampler(cfg: dict[str, Any]) -> Any:
-    return instantiate(PLUGIN_SLOTS["data.sampler"], cfg["data"]["sampler"])
+def build_sampler(cfg: dict[str, Any], clip_len: int = 1) -> Any:
+    return instantiate(PLUGIN_SLOTS["data.sampler"], cfg["data"]["sampler"], clip_len=clip_len)
 
 
 def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
     m = cfg["model"]
     encoder = instantiate(PLUGIN_SLOTS["model.encoder"], m["encoder"])
-    compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim)
+    compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim,
+                             frame_tokens=encoder.num_tokens)
     llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer))
     projector = instantiate(PLUGIN_SLOTS["model.projector"], m["projector"],
                             in_dim=compressor.out_dim, out_dim=llm.hidden_size)
@@ -69,7 +75,8 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
     root = corpus_root(cfg)
     return VideoDataModule(
         train_file=str(root / d["train"]), val_file=str(root / d["val"]),
-        sampler=build_sampler(cfg), prompts=PromptBuilder(tokenizer, model.tokens_per_frame),
+        sampler=build_sampler(cfg, clip_len=getattr(model.compressor, "clip_len", 1)),
+        prompts=PromptBuilder(tokenizer, model.tokens_per_frame),
         image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
         max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,

@@ -136,11 +136,11 @@ class Registry:
 
 # The kinds. ``provided`` = arguments the builder passes; see lrc/build.py for where they come from.
 ENCODERS = Registry("encoders")
-COMPRESSORS = Registry("compressors", provided=("in_dim",))
+COMPRESSORS = Registry("compressors", provided=("in_dim", "frame_tokens"))
 PROJECTORS = Registry("projectors", provided=("in_dim", "out_dim"))
 LLMS = Registry("llms", provided=("vocab_size",))
 HEADS = Registry("heads", provided=("hidden_size",))
-SAMPLERS = Registry("samplers")
+SAMPLERS = Registry("samplers", provided=("clip_len",))
 
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (ENCODERS, COMPRESSORS, PROJECTORS, LLMS, HEADS, SAMPLERS)
