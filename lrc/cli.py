@@ -117,8 +117,22 @@ def main(argv: list[str] | None = None) -> int:
     from lrc.registry import PluginError
     from lrc.run import RunDirError
 
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = parser()
+    # Overrides may come before or after options (`lrc fit exp.yaml --out d a=b`): argparse stops
+    # the positional list at the first option, so the rest arrive as "unknown" and are re-joined here.
+    args, extra = p.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+    if stray:
+        p.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
+    # lrc's own messages; Lightning configures its own logger, so the root logger is left alone
+    # (configuring it too would print every Lightning line twice).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("lrc", "lrc_plugins"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         return args.func(args)
     except ConfigError as exc:

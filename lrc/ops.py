@@ -20,13 +20,15 @@ def pixel_shuffle(tokens: torch.Tensor, scale: float) -> torch.Tensor:
     if side * side != m:
         raise ValueError(f"pixel_shuffle needs a square token grid, got {m} tokens per image")
     factor = round(1 / scale)
+    if abs(factor * scale - 1) > 1e-6 or c % (factor * factor):
+        raise ValueError(f"pixel_shuffle scale must be 1/n with channels ({c}) divisible by n*n, got {scale}")
     if side % factor:
         raise ValueError(f"pixel_shuffle scale {scale} needs the grid side ({side}) divisible by {factor}")
     x = tokens.reshape(n, side, side, c)
     # N, H, W, C -> N, H, W*s, C/s
-    x = x.reshape(n, side, int(side * scale), int(c / scale))
+    x = x.reshape(n, side, round(side * scale), round(c / scale))
     x = x.permute(0, 2, 1, 3).contiguous()
     # N, W*s, H, C/s -> N, W*s, H*s, C/(s*s)
-    x = x.reshape(n, int(side * scale), int(side * scale), int(c / (scale * scale)))
+    x = x.reshape(n, round(side * scale), round(side * scale), round(c / (scale * scale)))
     x = x.permute(0, 2, 1, 3).contiguous()
     return x.reshape(n, -1, x.shape[-1])

@@ -136,5 +136,9 @@ class PromptBuilder:
         return EncodedSample(input_ids, labels, answer_start, visual_slots=num_frames * self.tokens_per_frame)
 
     def option_ids(self, options: Sequence[str]) -> list[int]:
-        """The first token of each option letter as the assistant would write it."""
-        return [self.encode(o)[0] for o in options]
+        """The first token of each option as the assistant would write it (MCQ scoring compares these)."""
+        firsts = [self.encode(o)[0] for o in options]
+        if len(set(firsts)) != len(firsts):
+            raise PromptError(f"options {list(options)} share a first token; MCQ scoring needs distinct first tokens "
+                              "(answer with letters, or reword the options)")
+        return firsts

@@ -28,8 +28,10 @@ def test_every_section_key_is_documented(name, schema):
 @pytest.mark.parametrize("kind,name", [(k, n) for k, r in REGISTRIES.items() for n in r.names()])
 def test_every_plugin_and_argument_is_documented(kind, name):
     registry = REGISTRIES[kind]
-    assert f"`{name}`" in DOC, f"docs/config.md does not document {kind} plugin {name!r}"
-    entry = DOC[DOC.index(f"- `{name}`"):]
+    start = DOC.index(f"### {kind}")
+    kind_doc = DOC[start:DOC.find("\n### ", start + 1) if "\n### " in DOC[start + 1:] else None]
+    assert f"- `{name}`" in kind_doc, f"docs/config.md '### {kind}' does not document plugin {name!r}"
+    entry = kind_doc[kind_doc.index(f"- `{name}`"):]
     entry = entry[:entry.find("\n- ", 1) if "\n- " in entry[1:] else None]
     entry = entry[:entry.find("\n#") if "\n#" in entry else None]
     for arg in inspect.signature(registry.get(name)).parameters:

@@ -97,7 +97,10 @@ class VideoConversationDataset(Dataset):
             "question_type": rec.question_type or rec.task,
         }
         if rec.task == "mcq" and rec.options:
-            item["option_ids"] = self.prompts.option_ids(rec.options)
+            try:
+                item["option_ids"] = self.prompts.option_ids(rec.options)
+            except PromptError as exc:
+                return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
             item["answer_index"] = rec.options.index(rec.answer)
         return item
 

@@ -35,7 +35,9 @@ class InternVLVisionEncoder(nn.Module):
         from transformers import InternVLVisionConfig, InternVLVisionModel
 
         if (config is None) == (pretrained is None):
-            raise ValueError("internvl_vit: give exactly one of `config` (random init) or `pretrained` (a local path)")
+            raise ValueError(f"internvl_vit: give exactly one of `config` (random init) or `pretrained` (a local path), got "
+                             f"{'both' if config else 'neither'}. To load weights over a base config that sets `config`, "
+                             "add model.encoder.config=null.")
         if pretrained is not None:
             self.vit = InternVLVisionModel.from_pretrained(pretrained, attn_implementation=attn_implementation)
         else:

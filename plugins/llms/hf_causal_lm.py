@@ -50,7 +50,9 @@ class HFCausalLM(nn.Module):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         if (config is None) == (pretrained is None):
-            raise ValueError("hf_causal_lm: give exactly one of `config` (random init) or `pretrained` (a local path)")
+            raise ValueError(f"hf_causal_lm: give exactly one of `config` (random init) or `pretrained` (a local path), got "
+                             f"{'both' if config else 'neither'}. To load weights over a base config that sets `config`, "
+                             "add model.llm.config=null.")
         attn = resolve_attn_implementation(attn_implementation)
         torch_dtype = getattr(torch, dtype) if dtype else None
         if pretrained is not None:

@@ -1,0 +1,1 @@
+"""Data: annotation reading, video decoding, datasets and the synthetic corpus."""

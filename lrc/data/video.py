@@ -1,0 +1,260 @@
+"""Reading frames out of a video file: decord first, PyAV when decord cannot.
+
+    with VideoFile("clip.mp4", size=224) as video:
+        frames = video.get_frames([0, 10, 20])   # uint8 [3, 224, 224, 3], RGB
+
+decord is fast at random access (it seeks to the nearest key frame) and resizes while decoding, so
+it is the default. Some files it cannot open or decode (odd containers, broken indexes); PyAV (the
+FFmpeg bindings) reads nearly everything by decoding the stream from the start, which is slow for
+long videos but fine as a fallback. Every failure becomes a ``VideoReadError`` with a short
+``reason``, so the dataset can skip the sample, count it and report it (DESIGN.md, "Data").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoReadError(RuntimeError):
+    """A video that cannot be read; ``reason`` is short and human ("zero bytes", "no video stream")."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot read video {self.path}: {reason}. Check the file (e.g. `ffprobe {self.path}`), "
+            "re-encode it, or remove its records from the annotations."
+        )
+
+
+class _DecordReader:
+    """decord.VideoReader with the frame size fixed at open time."""
+
+    name = "decord"
+
+    def __init__(self, path: str, size: int | None):
+        import decord
+
+        # decord reports FFmpeg's complaints about broken files on stderr; the caller gets our
+        # VideoReadError instead, so keep the log quiet.
+        decord.logging.set_level(decord.logging.QUIET)
+        side = size if size is not None else -1  # -1: decord keeps the native size
+        self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=side, height=side, num_threads=1)
+        self.num_frames = len(self.reader)
+        self.fps = float(self.reader.get_avg_fps())
+
+    def get_frames(self, indices: list[int]) -> np.ndarray:
+        return self.reader.get_batch(indices).asnumpy()
+
+    def close(self) -> None:
+        # decord frees its demuxer and decoder when the reader is garbage-collected
+        self.reader = None
+
+
+class _PyAVReader:
+    """PyAV, decoding sequentially from the first frame and keeping the requested ones.
+
+    The container is opened per call and closed straight after, so nothing is held between calls.
+    """
+
+    name = "pyav"
+
+    def __init__(self, path: str, size: int | None):
+        import av
+
+        self.path = path
+        self.size = size
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoReadError(path, "no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self.fps = float(rate) if rate else 0.0
+            self.num_frames = int(stream.frames or 0)
+            if self.num_frames <= 0:
+                # Some containers (raw streams, some MKV/WebM) do not store a frame count; count the
+                # packets instead, which needs no decoding.
+                self.num_frames = sum(1 for p in container.demux(stream) if p.size)
+
+    def get_frames(self, indices: list[int]) -> np.ndarray:
+        import av
+
+        wanted: dict[int, list[int]] = {}  # frame index -> positions in the output
+        for pos, index in enumerate(indices):
+            wanted.setdefault(index, []).append(pos)
+        last = max(wanted)
+        out: list[np.ndarray | None] = [None] * len(indices)
+        decoded = 0
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            for i, frame in enumerate(container.decode(stream)):
+                decoded = i + 1
+                if i in wanted:
+                    if self.size is not None:
+                        # same size as decord's decode-time resize: a square of size x size
+                        frame = frame.reformat(width=self.size, height=self.size)
+                    rgb = frame.to_ndarray(format="rgb24")
+                    for pos in wanted[i]:
+                        out[pos] = rgb
+                if i >= last:
+                    break
+        missing = [index for index, pos in wanted.items() if out[pos[0]] is None]
+        if missing:
+            raise VideoReadError(
+                self.path, f"decode failed: frame {min(missing)} requested but only {decoded} "
+                f"frames could be decoded (the file is probably truncated)")
+        return np.stack(out)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+def _open(backend: str, path: str, size: int | None) -> Any:
+    return _DecordReader(path, size) if backend == "decord" else _PyAVReader(path, size)
+
+
+def _short(exc: BaseException) -> str:
+    """One line of an exception message (decord's can span a C++ backtrace)."""
+    # FFmpeg errors from PyAV carry a clean message in strerror ("Invalid data found when ...")
+    if getattr(exc, "strerror", None):
+        return str(exc.strerror)
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else type(exc).__name__
+    return first[:200]
+
+
+class VideoFile:
+    """One opened video: ``num_frames``, ``fps``, ``duration`` (seconds), ``backend`` and ``get_frames``.
+
+    ``size``: when given, frames come out resized to ``size x size`` (aspect ratio is not kept, as
+    the InternVL-style vision encoders take square inputs). ``backend``: force "decord" or "pyav";
+    by default decord is tried first and PyAV is the fallback.
+    """
+
+    def __init__(self, path: str | os.PathLike, size: int | None = None, backend: str | None = None):
+        self._reader: Any = None
+        self._broken: str | None = None  # set when a decode failure left no usable reader
+        self.path = str(path)
+        self.size = size
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"VideoFile backend must be one of {BACKENDS} or None, got {backend!r}")
+        if size is not None and (not isinstance(size, int) or size <= 0):
+            raise ValueError(f"VideoFile size must be a positive int or None, got {size!r}")
+
+        # Cheap checks first: decoders give confusing messages (or worse) on these.
+        p = Path(self.path)
+        if not p.exists():
+            raise VideoReadError(self.path, "file not found")
+        if not p.is_file():
+            raise VideoReadError(self.path, "not a regular file")
+        if p.stat().st_size == 0:
+            raise VideoReadError(self.path, "zero bytes")
+
+        self._order = [backend] if backend else list(BACKENDS)
+        errors: list[str] = []
+        for name in self._order:
+            try:
+                reader = _open(name, self.path, size)
+            except VideoReadError as exc:
+                errors.append(exc.reason)
+                continue
+            except Exception as exc:  # decoders raise many types (DECORDError, av.FFmpegError, ...)
+                errors.append(f"{name}: {_short(exc)}")
+                continue
+            problem = self._check_metadata(reader)
+            if problem is None:
+                self._reader = reader
+                break
+            reader.close()
+            errors.append(problem)
+        if self._reader is None:
+            raise VideoReadError(self.path, self._summarise(errors))
+
+        self.backend: str = self._reader.name
+        self.num_frames: int = int(self._reader.num_frames)
+        self.fps: float = float(self._reader.fps)
+        self.duration: float = self.num_frames / self.fps
+
+    @staticmethod
+    def _check_metadata(reader: Any) -> str | None:
+        if reader.num_frames <= 0:
+            return "zero frames"
+        if not math.isfinite(reader.fps) or reader.fps <= 0:
+            return f"invalid frame rate {reader.fps!r}"
+        return None
+
+    @staticmethod
+    def _summarise(errors: list[str]) -> str:
+        # Prefer a plain-language reason both decoders agree on ("zero frames", "no video stream").
+        plain = [e for e in errors if not e.startswith(BACKENDS)]
+        if plain:
+            return plain[-1]
+        return "cannot open as video: " + "; ".join(errors)
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as uint8 ``[T, H, W, 3]`` RGB."""
+        if self._reader is None:
+            closed = "video is closed; read frames inside the `with VideoFile(...)` block"
+            raise VideoReadError(self.path, self._broken or closed)
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise VideoReadError(self.path, "no frame indices requested")
+        bad = [i for i in indices if not 0 <= i < self.num_frames]
+        if bad:
+            raise VideoReadError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
+        try:
+            frames = self._reader.get_frames(indices)
+        except VideoReadError:
+            raise
+        except Exception as exc:
+            if self._reader.name != "decord" or "pyav" not in self._order:
+                raise VideoReadError(self.path, f"decode failed: {_short(exc)}") from exc
+            # decord opened the file but cannot decode these frames; PyAV decodes from the start
+            # and often gets through. Stay on PyAV for later calls on this file.
+            first_error = _short(exc)
+            self._reader.close()
+            self._reader = None
+            try:
+                self._reader = _PyAVReader(self.path, self.size)
+                self.backend = "pyav"
+                frames = self._reader.get_frames(indices)
+            except VideoReadError as exc2:
+                self._broken = f"{exc2.reason} (decord: {first_error})"
+                raise VideoReadError(self.path, self._broken) from exc
+            except Exception as exc2:
+                self._broken = f"decode failed: decord: {first_error}; pyav: {_short(exc2)}"
+                raise VideoReadError(self.path, self._broken) from exc2
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != len(indices):
+            raise VideoReadError(self.path, f"decode failed: {self.backend} returned frames of shape "
+                                 f"{tuple(frames.shape)} and dtype {frames.dtype}, "
+                                 f"expected [{len(indices)}, H, W, 3] uint8")
+        return frames
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self) -> "VideoFile":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # a VideoFile used without `with` still releases its decoder
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._reader is None else self.backend
+        return f"VideoFile({self.path!r}, size={self.size}, {state})"
