@@ -32,6 +32,43 @@ def _is_real(value: object) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
+def check_video(sampler: str, video_frames: int, fps: float, duration: float | None) -> tuple[int, float, float]:
+    """Validate a sampler call's arguments (shared by every sampler in this package).
+
+    Returns ``(video_frames, fps, duration)`` as int, float, float; ``duration`` defaults to
+    ``video_frames / fps``. Error messages start with ``"{sampler} sampler:"``.
+    """
+    if not _is_int(video_frames) or video_frames < 1:
+        raise ValueError(f"{sampler} sampler: the video has {video_frames!r} frames; need at least 1 (is the file empty or unreadable?)")
+    if not _is_real(fps) or fps <= 0:
+        raise ValueError(f"{sampler} sampler: fps must be a finite number > 0, got {fps!r}")
+    if duration is not None and (not _is_real(duration) or duration <= 0):
+        raise ValueError(f"{sampler} sampler: duration must be a finite number of seconds > 0 or None, got {duration!r}")
+    video_frames, fps = int(video_frames), float(fps)
+    return video_frames, fps, video_frames / fps if duration is None else float(duration)
+
+
+def midpoint_indices(video_frames: int, fps: float, num_frames: int,
+                     start: float | None = None, end: float | None = None) -> np.ndarray:
+    """Indices (int64, sorted, in ``[0, video_frames − 1]``) of the frames at the midpoints of
+    ``num_frames`` equal segments of ``[start, end]`` seconds (the module docstring's formula).
+
+    ``video_frames`` and ``fps`` are assumed valid (see :func:`check_video`); ``start``/``end``
+    default to the whole video and are clamped to it.
+    """
+    if not _is_int(num_frames) or num_frames < 1:
+        raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
+    lo = 0.0 if start is None else min(start * fps, float(video_frames))
+    hi = float(video_frames) if end is None else min(end * fps, float(video_frames))
+    if lo >= hi:
+        raise ValueError(
+            f"start bound {start} s is at or past the end of the span (end bound {end} s; the video is "
+            f"{video_frames} frames at {fps:g} fps = {video_frames / fps:.3f} s); lower start or drop it."
+        )
+    midpoints = lo + (hi - lo) * (np.arange(num_frames, dtype=np.float64) + 0.5) / num_frames
+    return np.clip(np.floor(midpoints), 0, video_frames - 1).astype(np.int64)
+
+
 @SAMPLERS.register("uniform")
 class UniformSampler:
     """``num_frames`` frames at the midpoints of equal segments of ``[start, end]`` seconds.
@@ -62,22 +99,10 @@ class UniformSampler:
         it); the uniform span is taken from ``video_frames`` and ``fps``, and ``duration`` is only
         checked.
         """
-        if not _is_int(video_frames) or video_frames < 1:
-            raise ValueError(f"uniform sampler: the video has {video_frames!r} frames; need at least 1 (is the file empty or unreadable?)")
-        if not _is_real(fps) or fps <= 0:
-            raise ValueError(f"uniform sampler: fps must be a finite number > 0, got {fps!r}")
-        if duration is not None and (not _is_real(duration) or duration <= 0):
-            raise ValueError(f"uniform sampler: duration must be a finite number of seconds > 0 or None, got {duration!r}")
-        video_frames, fps = int(video_frames), float(fps)
-
-        lo = 0.0 if self.start is None else min(self.start * fps, float(video_frames))
-        hi = float(video_frames) if self.end is None else min(self.end * fps, float(video_frames))
-        if lo >= hi:
-            raise ValueError(
-                f"uniform sampler: start bound {self.start} s is at or past the end of the video "
-                f"({video_frames} frames at {fps:g} fps = {video_frames / fps:.3f} s); lower start or drop it."
-            )
-        midpoints = lo + (hi - lo) * (np.arange(self.num_frames, dtype=np.float64) + 0.5) / self.num_frames
-        indices = np.clip(np.floor(midpoints), 0, video_frames - 1).astype(np.int64)
+        video_frames, fps, _ = check_video("uniform", video_frames, fps, duration)
+        try:
+            indices = midpoint_indices(video_frames, fps, self.num_frames, self.start, self.end)
+        except ValueError as exc:
+            raise ValueError(f"uniform sampler: {exc}") from None
         timestamps = indices.astype(np.float64) / fps
         return indices, timestamps

@@ -1,0 +1,65 @@
+"""Adaptive frame sampling: dense for short videos, sparse for long ones (InternVideo2.5 paper;
+REFERENCE.md "Frame sampling": 15 fps where motion matters, 1 fps for minute- and hour-long videos,
+64–512 frames in stage 3).
+
+    rate  = dense_fps if duration < threshold_s else sparse_fps
+    count = round(duration · rate)                      (halves round up)
+    count = clamp(count, min_frames, max_frames), a multiple of clip_len
+
+then frames at segment midpoints (``uniform.midpoint_indices``). As in the fixed-fps sampler, the
+bounds are first moved inward to multiples of ``clip_len`` (``min_frames`` up, ``max_frames`` down;
+an error if none lies between them) and the count is rounded down to a multiple before clamping, so
+it is a multiple of ``clip_len`` within the bounds as written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lrc.registry import SAMPLERS
+from lrc_plugins.samplers.fixed_fps import fit_count, frame_bounds, round_half_up
+from lrc_plugins.samplers.uniform import _is_real, check_video, midpoint_indices
+
+
+@SAMPLERS.register("adaptive_fps")
+class AdaptiveFpsSampler:
+    """``dense_fps`` below ``threshold_s`` seconds, ``sparse_fps`` from it on; the count is clamped
+    to ``[min_frames, max_frames]`` and a multiple of ``clip_len``; frames at segment midpoints.
+
+    ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
+    """
+
+    def __init__(self, dense_fps: float = 15.0, sparse_fps: float = 1.0, threshold_s: float = 30.0,
+                 min_frames: int = 64, max_frames: int = 512, clip_len: int = 1):
+        for name, value in (("dense_fps", dense_fps), ("sparse_fps", sparse_fps)):
+            if not _is_real(value) or value <= 0:
+                raise ValueError(f"adaptive_fps sampler: {name} must be a finite number > 0 (frames per second), got {value!r}")
+        if dense_fps < sparse_fps:
+            raise ValueError(f"adaptive_fps sampler: dense_fps ({dense_fps}) must be >= sparse_fps ({sparse_fps}); "
+                             f"short videos are the ones sampled densely")
+        if not _is_real(threshold_s) or threshold_s < 0:
+            raise ValueError(f"adaptive_fps sampler: threshold_s must be a finite number of seconds >= 0, got {threshold_s!r}")
+        self.dense_fps, self.sparse_fps, self.threshold_s = float(dense_fps), float(sparse_fps), float(threshold_s)
+        self.min_frames, self.max_frames, self.clip_len = min_frames, max_frames, clip_len
+        # The effective bounds: min_frames rounded up, max_frames down, to multiples of clip_len.
+        self.bounds = frame_bounds("adaptive_fps", min_frames, max_frames, clip_len, "the compressor's clip_len")
+
+    def __repr__(self) -> str:
+        return (f"AdaptiveFpsSampler(dense_fps={self.dense_fps}, sparse_fps={self.sparse_fps}, "
+                f"threshold_s={self.threshold_s}, min_frames={self.min_frames}, max_frames={self.max_frames}, "
+                f"clip_len={self.clip_len})")
+
+    def rate(self, duration: float) -> float:
+        """Frames per second sampled from a video of ``duration`` seconds."""
+        return self.dense_fps if duration < self.threshold_s else self.sparse_fps
+
+    def count(self, duration: float) -> int:
+        """How many frames a video of ``duration`` seconds gets."""
+        return fit_count(round_half_up(duration * self.rate(duration)), *self.bounds, self.clip_len)
+
+    def __call__(self, video_frames: int, fps: float, duration: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (sorted, in ``[0, video_frames − 1]``; repeated when the video has fewer frames
+        than the count) and their timestamps in seconds. ``duration`` defaults to ``video_frames / fps``."""
+        video_frames, fps, duration = check_video("adaptive_fps", video_frames, fps, duration)
+        indices = midpoint_indices(video_frames, fps, self.count(duration))
+        return indices, indices.astype(np.float64) / fps

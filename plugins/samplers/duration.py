@@ -1,0 +1,61 @@
+"""About one frame per second, in steps of ``multiple`` frames: the InternVideo2.5 model card's
+``get_num_frames_by_duration`` and VideoChat-Flash's ``dynamic_fps1`` rule (REFERENCE.md, "Frame
+sampling"):
+
+    count = multiple · floor(duration / multiple),  clamped to [min_frames, max_frames]
+
+with the model card's defaults ``multiple=4``, ``[128, 512]`` (the finetuning recipe uses 8 and
+``[64, 256]``): 100 s → 100 → 128, 300 s → 300, 301 s → 300, 1000 s → 512. Frames are then taken at
+segment midpoints (``uniform.midpoint_indices``), as in the card's ``get_index``.
+
+The count must also be a multiple of the compressor's ``clip_len``, so the rule's step is
+``lcm(multiple, clip_len)`` (``multiple`` itself whenever ``clip_len`` divides it, as in both
+recipes: 4 or 8 with HiCo's clip of 4). The bounds are moved inward to multiples of that step
+(``min_frames`` up, ``max_frames`` down), so the count stays within the bounds as written; the
+constructor raises if no multiple lies between them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lrc.registry import SAMPLERS
+from lrc_plugins.samplers.fixed_fps import fit_count, frame_bounds
+from lrc_plugins.samplers.uniform import _is_int, check_video, midpoint_indices
+
+
+@SAMPLERS.register("duration")
+class DurationSampler:
+    """``multiple · floor(duration / multiple)`` frames (≈ 1 fps), clamped to ``[min_frames,
+    max_frames]``, a multiple of ``lcm(multiple, clip_len)``; frames at segment midpoints.
+
+    ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
+    """
+
+    def __init__(self, multiple: int = 4, min_frames: int = 128, max_frames: int = 512, clip_len: int = 1):
+        if not _is_int(multiple) or multiple < 1:
+            raise ValueError(f"duration sampler: multiple must be an integer >= 1 (frames per step), got {multiple!r}")
+        if not _is_int(clip_len) or clip_len < 1:
+            raise ValueError(f"duration sampler: clip_len must be an integer >= 1, got {clip_len!r}")
+        self.multiple, self.min_frames, self.max_frames, self.clip_len = multiple, min_frames, max_frames, clip_len
+        self.step = math.lcm(multiple, clip_len)
+        # The effective bounds: min_frames rounded up, max_frames down, to multiples of the step.
+        self.bounds = frame_bounds("duration", min_frames, max_frames, self.step,
+                                   f"lcm(multiple={multiple}, compressor clip_len={clip_len})")
+
+    def __repr__(self) -> str:
+        return (f"DurationSampler(multiple={self.multiple}, min_frames={self.min_frames}, "
+                f"max_frames={self.max_frames}, clip_len={self.clip_len})")
+
+    def count(self, duration: float) -> int:
+        """How many frames a video of ``duration`` seconds gets."""
+        return fit_count(self.step * math.floor(duration / self.step), *self.bounds, self.step)
+
+    def __call__(self, video_frames: int, fps: float, duration: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (sorted, in ``[0, video_frames − 1]``; repeated when the video has fewer frames
+        than the count) and their timestamps in seconds. ``duration`` defaults to ``video_frames / fps``."""
+        video_frames, fps, duration = check_video("duration", video_frames, fps, duration)
+        indices = midpoint_indices(video_frames, fps, self.count(duration))
+        return indices, indices.astype(np.float64) / fps
