@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lrc.config import PLUGIN_SLOTS
+from lrc.config import PLUGIN_SLOTS, token_dropout_schedule
 from lrc.model import VideoMLLM
 from lrc.prompt import IMG_CONTEXT, PromptBuilder, prepare_tokenizer
 from lrc.registry import Registry
@@ -65,7 +65,16 @@ def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
     llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer))
     projector = instantiate(PLUGIN_SLOTS["model.projector"], m["projector"],
                             in_dim=compressor.out_dim, out_dim=llm.hidden_size)
-    return VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT))
+    schedule = token_dropout_schedule(cfg)
+    if schedule is not None:
+        if not hasattr(llm, "forward_with_token_dropout"):
+            raise ValueError(f"model.token_dropout is enabled but llm plugin {m['llm']['name']!r} does not support "
+                             "token dropout (it has no forward_with_token_dropout); disable it")
+        problems = schedule.problems(getattr(llm, "num_layers", None))
+        if problems:
+            raise ValueError("model.token_dropout: " + "; ".join(problems))
+    return VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
+                     token_dropout=schedule)
 
 
 def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:

@@ -71,6 +71,8 @@ class ModelConfig:
     compressor: dict = field(default_factory=lambda: {"name": "tome"})
     projector: dict = field(default_factory=lambda: {"name": "mlp"})
     llm: dict = field(default_factory=lambda: {"name": "hf_causal_lm"})
+    # HiCo level 2 (lrc/token_dropout.py): {enabled, layers, ratios, mode, uniform_stages, bernoulli}
+    token_dropout: dict = field(default_factory=lambda: {"enabled": False})
 
 
 @dataclass
@@ -348,11 +350,46 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
         problems += found
         classes[slot] = cls
 
+    problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
     problems += _check_cross(cfg, classes, where)
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _check_token_dropout(node: Any, where: Any) -> list[str]:
+    from lrc.token_dropout import TokenDropout
+
+    key = "model.token_dropout"
+    if not isinstance(node, dict):
+        return [f"{where(key)}: {key}: must be a mapping such as {{enabled: true, layers: [8, 16], ratios: [0.5, 0.25]}}"]
+    fields = {f.name: f for f in dataclasses.fields(TokenDropout)}
+    hints = typing.get_type_hints(TokenDropout)
+    problems = []
+    for k, v in node.items():
+        full = f"{key}.{k}"
+        if k == "enabled":
+            if not isinstance(v, bool):
+                problems.append(f"{where(full)}: {full}: expected bool, got {v!r}")
+        elif k not in fields:
+            problems.append(f"{where(full)}: {full}: unknown key.{suggest(k, sorted(fields) + ['enabled'])}")
+        elif not type_ok(v, hints[k]):
+            problems.append(f"{where(full)}: {full}: expected {_type_name(hints[k])}, got {v!r}")
+    if problems or not node.get("enabled"):
+        return problems
+    schedule = TokenDropout(**{k: v for k, v in node.items() if k != "enabled"})
+    return [f"{where(key)}: {key}: {p}" for p in schedule.problems()]
+
+
+def token_dropout_schedule(cfg: dict[str, Any]) -> Any:
+    """The TokenDropout of a validated config, or None when it is off."""
+    from lrc.token_dropout import TokenDropout
+
+    node = cfg["model"].get("token_dropout") or {}
+    if not node.get("enabled"):
+        return None
+    return TokenDropout(**{k: v for k, v in node.items() if k != "enabled"})
 
 
 def _check_trainer(node: Any, where: Any) -> list[str]:

@@ -11,6 +11,7 @@ Data flow for a batch (DESIGN.md "Data flow"):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,10 +20,21 @@ from torch import nn
 COMPONENTS = ("encoder", "compressor", "projector", "llm")
 
 
+@dataclass
+class MLLMOutput:
+    """Logits with the labels and answer positions that line up with them (token dropout shortens the
+    sequence inside the LLM, so these are not always the batch's own)."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    answer_start: torch.Tensor
+
+
 class VideoMLLM(nn.Module):
     def __init__(self, encoder: nn.Module, compressor: nn.Module, projector: nn.Module, llm: nn.Module,
-                 img_context_id: int):
+                 img_context_id: int, token_dropout: Any = None):
         super().__init__()
+        self.token_dropout = token_dropout  # lrc.token_dropout.TokenDropout or None
         self.encoder = encoder
         self.compressor = compressor
         self.projector = projector
@@ -62,9 +74,22 @@ class VideoMLLM(nn.Module):
         # which is exactly the order of torch.cat(visual).
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_flat)
 
-    def forward(self, batch: dict[str, Any]) -> Any:
+    def forward(self, batch: dict[str, Any]) -> MLLMOutput:
         embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch["frames_per_sample"], batch.get("ids"))
-        return self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
+        if self.token_dropout is None:
+            logits = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
+            return MLLMOutput(logits, batch["labels"], batch["answer_start"])
+        # HiCo level 2: visual tokens are dropped between LLM layers, so the output sequence is
+        # shorter; labels and answer positions are carried to the kept positions.
+        out = self.llm.forward_with_token_dropout(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+            visual_mask=batch["input_ids"] == self.img_context_id, schedule=self.token_dropout,
+            labels=batch["labels"], training=self.training)
+        valid = out.kept >= 0
+        labels = torch.where(valid, batch["labels"].gather(1, out.kept.clamp(min=0)), -100)
+        answer_start = torch.stack([(out.kept[b] == s).nonzero()[0, 0] if s >= 0 else s.new_tensor(-1)
+                                    for b, s in enumerate(batch["answer_start"])])
+        return MLLMOutput(out.logits, labels, answer_start)
 
     def component_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {name: list(getattr(self, name).parameters()) for name in COMPONENTS}
@@ -78,18 +103,20 @@ def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
 
 
-def mcq_predictions(logits: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def mcq_predictions(logits: torch.Tensor, batch: dict[str, Any],
+                    answer_start: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """For MCQ samples: the option whose first token scores highest where the answer begins.
 
     Returns (predicted option index, correct option index) over the MCQ samples of the batch.
     Likelihood scoring restricted to the options, as multiple-choice benchmarks do, so an untrained
     model sits at chance, not at zero.
     """
+    answer_start = batch["answer_start"] if answer_start is None else answer_start
     preds, golds = [], []
     for b, options in enumerate(batch["option_ids"]):
         if not options:
             continue
-        position = int(batch["answer_start"][b]) - 1  # the logit that predicts the first answer token
+        position = int(answer_start[b]) - 1  # the logit that predicts the first answer token
         scores = logits[b, position, options]
         preds.append(int(scores.argmax()))
         golds.append(int(batch["answer_index"][b]))

@@ -50,8 +50,8 @@ class VideoMLLMModule(L.LightningModule):
         self._note_skipped(batch)
         if not batch["size"]:
             return None  # every sample of this batch was unreadable; Lightning skips the step
-        logits = self.model(batch).logits
-        loss = answer_loss(logits, batch["labels"])
+        out = self.model(batch)
+        loss = answer_loss(out.logits, out.labels)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["size"])
         return loss
 
@@ -59,10 +59,10 @@ class VideoMLLMModule(L.LightningModule):
         self._note_skipped(batch)
         if not batch["size"]:
             return
-        logits = self.model(batch).logits
-        loss = answer_loss(logits, batch["labels"])
+        out = self.model(batch)
+        loss = answer_loss(out.logits, out.labels)
         self._val["loss"].append((float(loss), batch["size"]))
-        preds, golds = mcq_predictions(logits, batch)
+        preds, golds = mcq_predictions(out.logits, batch, out.answer_start)
         types = [t for t, o in zip(batch["question_type"], batch["option_ids"]) if o]
         for p, g, t in zip(preds.tolist(), golds.tolist(), types):
             self._val["mcq"].append((p == g, t))

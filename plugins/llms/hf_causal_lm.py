@@ -78,3 +78,17 @@ class HFCausalLM(nn.Module):
                 position_ids: torch.Tensor | None = None, **kwargs: Any):
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False, **kwargs)
+
+    def forward_with_token_dropout(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                                   visual_mask: torch.Tensor, schedule: Any, labels: torch.Tensor | None = None,
+                                   training: bool = False) -> Any:
+        """HiCo level 2 (lrc/token_dropout.py): the decoder run layer by layer, dropping visual tokens."""
+        from lrc.token_dropout import forward_with_token_dropout
+
+        return forward_with_token_dropout(self.model, inputs_embeds, attention_mask, visual_mask, schedule,
+                                          labels=labels, training=training)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+

@@ -1,0 +1,236 @@
+"""HiCo level 2: multimodal token dropout inside the LLM (paper §3.1, eq. 2; REFERENCE.md).
+
+Before chosen decoder layers, visual tokens are dropped so that only ``ratio × (original visual
+count)`` of each sample's visual tokens go on through the deeper layers. Text tokens are never
+dropped. How the kept set is chosen:
+
+* ``uniform`` — evenly spaced over the sample's current visual tokens (the paper's "uniform pruning
+  in early layers");
+* ``attention`` — the visual tokens that the *query tokens* attend to most. Attention is recomputed
+  with the next layer's own input norm, q/k projections and rotary embedding (so no attention matrix
+  has to be materialised by the layers themselves); scores are averaged over heads and queries;
+  the top-k are kept in their original order. Query tokens are the token just before each answer span
+  (where the answer is predicted from) in training and teacher-forced evaluation, and the last
+  prompt token when there is no answer;
+* ``uniform_then_attention`` — ``uniform`` at the first ``uniform_stages`` drop layers, ``attention``
+  after (VideoChat-Flash and the InternVideo2.5 model card);
+* ``bernoulli: true`` — in training only, each current visual token is kept independently with
+  probability ``target / current`` (eq. 2, p ~ Bernoulli), so the expected count matches the schedule
+  and every step sees a different subset.
+
+After a drop the sequence is compacted and position ids restart contiguously (0..L'−1), as in
+VideoChat-Flash. The forward runs the decoder layers of a transformers Llama-family model one by one
+(Llama, Qwen2, Qwen3, Mistral, InternLM3 ...: ``get_decoder()`` with ``layers``, ``norm``,
+``rotary_emb``; layers with ``input_layernorm`` and ``self_attn.q_proj/k_proj``), building masks with
+transformers' own ``create_causal_mask``; with every ratio at 1.0 it is the plain forward.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+MODES = ("uniform", "attention", "uniform_then_attention")
+
+
+@dataclass
+class TokenDropout:
+    """The schedule. ``layers[i]``: index of the decoder layer *before* which ``ratios[i]`` applies."""
+
+    layers: list[int] = field(default_factory=lambda: [8, 16, 24])
+    ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125])
+    mode: str = "uniform_then_attention"
+    uniform_stages: int = 1
+    bernoulli: bool = False
+
+    def problems(self, num_layers: int | None = None) -> list[str]:
+        out = []
+        if self.mode not in MODES:
+            out.append(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if len(self.layers) != len(self.ratios) or not self.layers:
+            out.append(f"layers ({len(self.layers)}) and ratios ({len(self.ratios)}) must be non-empty lists of one "
+                       "length: ratios[i] applies before decoder layer layers[i]")
+        if any(b <= a for a, b in zip(self.layers, self.layers[1:])) or any(l < 0 for l in self.layers):
+            out.append(f"layers must be increasing layer indices >= 0, got {self.layers}")
+        if num_layers is not None and any(l >= num_layers for l in self.layers):
+            out.append(f"layers {self.layers} must be < the LLM's {num_layers} decoder layers")
+        if any(not 0 < r <= 1 for r in self.ratios) or any(b > a for a, b in zip(self.ratios, self.ratios[1:])):
+            out.append(f"ratios must be in (0, 1] and non-increasing (fractions of the original visual count), "
+                       f"got {self.ratios}")
+        if self.uniform_stages < 0:
+            out.append(f"uniform_stages must be >= 0, got {self.uniform_stages}")
+        return out
+
+    def method(self, stage: int) -> str:
+        if self.mode == "uniform_then_attention":
+            return "uniform" if stage < self.uniform_stages else "attention"
+        return self.mode
+
+
+@dataclass
+class DropoutOutput:
+    logits: torch.Tensor  # [B, L', V]
+    kept: torch.Tensor  # [B, L'] original position of each kept token, -1 for padding
+
+
+def decoder_parts(hf_model: nn.Module) -> Any:
+    """The decoder stack of a Llama-family causal LM (also through a peft wrapper)."""
+    model = hf_model.get_base_model() if hasattr(hf_model, "get_base_model") else hf_model
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    needed = ("layers", "norm", "rotary_emb")
+    if decoder is None or not all(hasattr(decoder, n) for n in needed):
+        raise ValueError(f"token dropout needs a Llama-family decoder (layers, norm, rotary_emb); "
+                         f"{type(model).__name__} does not have one. Disable model.token_dropout for this LLM.")
+    layer = decoder.layers[0]
+    if not (hasattr(layer, "input_layernorm") and hasattr(layer.self_attn, "q_proj") and hasattr(layer.self_attn, "k_proj")):
+        raise ValueError(f"token dropout: decoder layer {type(layer).__name__} lacks input_layernorm / "
+                         "self_attn.q_proj / k_proj; disable model.token_dropout for this LLM")
+    return model, decoder
+
+
+def _masks(decoder: nn.Module, embeds: torch.Tensor, attn2d: torch.Tensor, position_ids: torch.Tensor) -> dict:
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    kwargs = dict(config=decoder.config, inputs_embeds=embeds, attention_mask=attn2d, past_key_values=None,
+                  position_ids=position_ids)
+    masks = {"full_attention": create_causal_mask(**kwargs)}
+    if getattr(decoder, "has_sliding_layers", False):
+        masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
+    return masks
+
+
+def _positions(length: int, batch: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(length, device=device).unsqueeze(0).expand(batch, -1)
+
+
+def query_positions(labels: torch.Tensor | None, attn2d: torch.Tensor) -> list[list[int]]:
+    """Per sample: the token before each answer span, or the last real token if there is none."""
+    out = []
+    for b in range(attn2d.shape[0]):
+        found: list[int] = []
+        if labels is not None:
+            is_answer = labels[b] != -100
+            starts = (is_answer[1:] & ~is_answer[:-1]).nonzero().flatten()
+            found = starts.tolist()  # index p where labels[p+1] starts a span: p predicts it
+        if not found:
+            found = [int(attn2d[b].sum()) - 1]
+        out.append(found)
+    return out
+
+
+def attention_scores(layer: nn.Module, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                     queries: list[int], visual: torch.Tensor) -> torch.Tensor:
+    """Mean attention (over heads and queries) from ``queries`` to the ``visual`` positions of one sample.
+
+    ``hidden`` is ``[L, D]`` (one sample); the next layer's norm, projections and rotary embedding are
+    applied as that layer would, and the softmax runs over every key the query may see (causal).
+    """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    attn = layer.self_attn
+    x = layer.input_layernorm(hidden.unsqueeze(0))
+    head_dim = attn.head_dim
+    q = attn.q_proj(x[:, queries]).view(1, len(queries), -1, head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(1, x.shape[1], -1, head_dim).transpose(1, 2)
+    if hasattr(attn, "q_norm"):  # Qwen3-style per-head q/k norms
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, _ = apply_rotary_pos_emb(q, q, cos[:, queries], sin[:, queries])
+    _, k = apply_rotary_pos_emb(k, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(head_dim)  # [1, H, Q, L]
+    key_pos = torch.arange(x.shape[1], device=x.device)
+    causal = key_pos.view(1, 1, 1, -1) > torch.tensor(queries, device=x.device).view(1, 1, -1, 1)
+    probs = scores.float().masked_fill(causal, float("-inf")).softmax(-1)
+    return probs[0, :, :, visual].mean(dim=(0, 1))
+
+
+def select(method: str, keep: int, visual: torch.Tensor, scores: torch.Tensor | None,
+           bernoulli: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Positions (sorted) of the visual tokens to keep out of ``visual`` (positions, sorted)."""
+    n = visual.numel()
+    if keep >= n:
+        return visual
+    if bernoulli:
+        mask = torch.rand(n, generator=generator, device=visual.device) < keep / n
+        return visual[mask]
+    if method == "uniform":
+        # evenly spaced: the midpoint of each of `keep` equal segments of the current visual tokens
+        idx = ((torch.arange(keep, device=visual.device) + 0.5) * n / keep).long().clamp(max=n - 1)
+        return visual[idx]
+    top = scores.topk(keep).indices
+    return visual[top.sort().values]
+
+
+def forward_with_token_dropout(
+    hf_model: nn.Module,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    visual_mask: torch.Tensor,
+    schedule: TokenDropout,
+    labels: torch.Tensor | None = None,
+    training: bool = False,
+) -> DropoutOutput:
+    model, decoder = decoder_parts(hf_model)
+    batch, length, _ = inputs_embeds.shape
+    device = inputs_embeds.device
+    hidden = inputs_embeds
+    attn2d = attention_mask.long()
+    kept = _positions(length, batch, device).clone()  # original position of each current token
+    original_visual = visual_mask.sum(dim=1).tolist()
+    queries = query_positions(labels, attn2d)
+    position_ids = _positions(length, batch, device)
+    masks = _masks(decoder, hidden, attn2d, position_ids)
+    cos_sin = decoder.rotary_emb(hidden, position_ids)
+    drop_at = dict(zip(schedule.layers, schedule.ratios))
+    stage = 0
+    layer_types = getattr(decoder.config, "layer_types", None) or ["full_attention"] * len(decoder.layers)
+
+    for i, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
+        if i in drop_at:
+            method = schedule.method(stage)
+            rows, new_kept, new_queries = [], [], []
+            for b in range(batch):
+                real = attn2d[b].bool()
+                is_visual = visual_mask[b] & real
+                visual_pos = is_visual.nonzero().flatten()
+                target = int(round(drop_at[i] * original_visual[b]))
+                scores = None
+                if method == "attention" and target < visual_pos.numel() and not (schedule.bernoulli and training):
+                    cos, sin = cos_sin
+                    scores = attention_scores(layer, hidden[b], cos[b:b + 1] if cos.shape[0] > 1 else cos,
+                                              sin[b:b + 1] if sin.shape[0] > 1 else sin, queries[b], visual_pos)
+                keep_visual = select(method, target, visual_pos, scores, schedule.bernoulli and training)
+                keep = torch.zeros_like(real)
+                keep[keep_visual] = True
+                keep |= real & ~is_visual  # every text token stays
+                pos = keep.nonzero().flatten()
+                rows.append(pos)
+                # query positions move with the compaction
+                new_index = torch.cumsum(keep.long(), 0) - 1
+                new_queries.append([int(new_index[q]) for q in queries[b]])
+            new_len = max(r.numel() for r in rows)
+            gathered = hidden.new_zeros(batch, new_len, hidden.shape[-1])
+            new_attn = attn2d.new_zeros(batch, new_len)
+            new_vis = visual_mask.new_zeros(batch, new_len)
+            kept_next = kept.new_full((batch, new_len), -1)
+            for b, pos in enumerate(rows):
+                gathered[b, : pos.numel()] = hidden[b, pos]
+                new_attn[b, : pos.numel()] = 1
+                new_vis[b, : pos.numel()] = visual_mask[b, pos]
+                kept_next[b, : pos.numel()] = kept[b, pos]
+            hidden, attn2d, visual_mask, kept, queries = gathered, new_attn, new_vis, kept_next, new_queries
+            position_ids = _positions(new_len, batch, device)  # contiguous again after the drop
+            masks = _masks(decoder, hidden, attn2d, position_ids)
+            cos_sin = decoder.rotary_emb(hidden, position_ids)
+            stage += 1
+        hidden = layer(hidden, attention_mask=masks[layer_types[i]], position_embeddings=cos_sin,
+                       position_ids=position_ids)
+        if isinstance(hidden, tuple):  # older transformers return (hidden, ...)
+            hidden = hidden[0]
+    hidden = decoder.norm(hidden)
+    logits = model.lm_head(hidden)
+    return DropoutOutput(logits=logits, kept=kept)
