@@ -71,7 +71,8 @@ def _report(run_dir: Path, metrics: dict) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from lrc.data.synth import synthesize
 
-    summary = synthesize(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size)
+    summary = synthesize(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size,
+                         answer_style=args.answer_style, multi_turn_train=args.multi_turn_train)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -106,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=int, default=60)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    synth.add_argument("--answer-style", choices=("letter", "text"), default="letter",
+                       help="answer MCQs with the option letter (benchmark style) or the option text")
+    synth.add_argument("--multi-turn-train", action="store_true",
+                       help="write each training video as one conversation with all its questions")
     synth.set_defaults(func=_synth)
     return p
 

@@ -56,6 +56,8 @@ class DataConfig:
     train: str = "train.jsonl"
     val: str = "val.jsonl"
     synth_videos: Union[int, None] = None  # synthesise a corpus of this many videos if root is missing
+    synth_answer_style: str = "letter"  # letter | text (see docs/data.md)
+    synth_multi_turn_train: bool = False  # train records: one multi-turn conversation per video
     sampler: dict = field(default_factory=lambda: {"name": "uniform"})
     tokenizer: Union[str, None] = None  # None: the LLM's pretrained folder, else {root}/tokenizer
     batch_size: int = 4

@@ -271,6 +271,7 @@ def synthesize(
     min_seconds: float = 3.0,
     max_seconds: float = 180.0,
     answer_style: str = "letter",
+    multi_turn_train: bool = False,
 ) -> dict[str, Any]:
     """Write the synthetic corpus into ``out_dir``; returns ``{"videos", "train", "val", "out_dir"}``.
 
@@ -313,12 +314,23 @@ def synthesize(
         split = "val" if i in val_videos else "train"
         objects = [{"shape": o["shape"], "colour": o["colour"], "direction": spec["direction"]}
                    for o in spec["objects"]]
-        for qtype, (text, options, answer) in _questions(spec, rng, decks[split], answer_style).items():
+        questions = _questions(spec, rng, decks[split], answer_style)
+        common = {"video": f"videos/{name}.mp4", "duration": round(spec["num_frames"] / spec["fps"], 4),
+                  "fps": float(spec["fps"])}
+        if split == "train" and multi_turn_train:
+            # one conversation per video, every question a turn: one video decode and one forward
+            # teach all four answers (LLaVA-style multi-turn data)
+            turns = []
+            for j, (text, _, answer) in enumerate(questions.values()):
+                turns += [{"from": "human", "value": text if j == 0 else text.replace("<video>\n", "")},
+                          {"from": "gpt", "value": answer}]
+            records[split].append({"id": name, **common, "task": "chat", "question_type": "multi_turn",
+                                   "conversations": turns, "objects": objects})
+            continue
+        for qtype, (text, options, answer) in questions.items():
             records[split].append({
                 "id": f"{name}-{qtype}",
-                "video": f"videos/{name}.mp4",
-                "duration": round(spec["num_frames"] / spec["fps"], 4),
-                "fps": float(spec["fps"]),
+                **common,
                 "task": "mcq",
                 "question_type": qtype,
                 "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
@@ -344,6 +356,7 @@ def synthesize(
         "max_seconds": max_seconds,
         "val_fraction": val_fraction,
         "answer_style": answer_style,
+        "multi_turn_train": multi_turn_train,
         "codec": codec,
         "total_frames": total_frames,
         "colours": list(PALETTE),
