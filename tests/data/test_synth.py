@@ -278,3 +278,18 @@ def test_build_corpus_tokenizer_rebuilds_the_same_vocabulary(corpus, tmp_path):
 def test_build_corpus_tokenizer_needs_annotations(tmp_path):
     with pytest.raises(FileNotFoundError, match="jsonl"):
         build_corpus_tokenizer(tmp_path)
+
+
+def test_text_answers_and_multi_turn_training_records(tmp_path):
+    from lrc.data.annotations import load_annotations
+    from lrc.data.synth import synthesize
+
+    synthesize(tmp_path, videos=4, seed=1, size=32, min_seconds=2.0, max_seconds=3.0,
+               answer_style="text", multi_turn_train=True)
+    val = load_annotations(tmp_path / "val.jsonl")
+    for rec in val:  # val stays one MCQ per record, answered with the option's text
+        assert rec.task == "mcq" and rec.answer in rec.options and rec.answer == rec.conversations[-1]["value"]
+        assert all(len(o) > 1 or o.isdigit() for o in rec.options)
+    train = load_annotations(tmp_path / "train.jsonl")
+    assert all(len(r.conversations) == 8 and r.task == "chat" for r in train)  # 4 questions, 4 answers
+    assert sum(t["value"].count("<video>") for t in train[0].conversations) == 1
