@@ -61,30 +61,7 @@ SETTINGS = ("none", "tome", "tome+dropout")
 GiB = 2**30
 
 
-# -- memory helpers (Linux) ---------------------------------------------------------------------
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
-def _peak_kib(reset_ok: bool) -> int:
-    hwm = _status_kib("VmHWM") if reset_ok else None
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from _memory import peak_kib as _peak_kib, reset_peak as _reset_peak, status_kib as _status_kib  # noqa: E402
 
 
 # -- the sizes ----------------------------------------------------------------------------------
