@@ -35,6 +35,7 @@ class VideoMLLM(nn.Module):
                  img_context_id: int, token_dropout: Any = None):
         super().__init__()
         self.token_dropout = token_dropout  # lrc.token_dropout.TokenDropout or None
+        self.chunk_frames = 64  # frames per encoder/compressor pass (rounded to whole clips)
         self.encoder = encoder
         self.compressor = compressor
         self.projector = projector
@@ -46,14 +47,23 @@ class VideoMLLM(nn.Module):
         return self.compressor.tokens_per_frame
 
     def encode_video(self, pixel_values: torch.Tensor, frames_per_sample: list[int]) -> list[torch.Tensor]:
-        """Visual embeddings for each sample, ``[T_i · k, D_llm]`` in frame order."""
+        """Visual embeddings for each sample, ``[T_i · k, D_llm]`` in frame order.
+
+        Frames go through encoder → compressor → projector a chunk of whole clips at a time, so the
+        uncompressed patch tokens of a long video never sit in memory all at once (HiCo compresses
+        each clip on its own, so the result is the same as one pass over the video).
+        """
         encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(encoder_trains and torch.is_grad_enabled()):
-            patches = self.encoder(pixel_values)
+        clip_len = getattr(self.compressor, "clip_len", 1)
+        chunk = clip_len * max(1, self.chunk_frames // clip_len)
         out = []
-        for clip in patches.split(frames_per_sample):
-            compressed = self.compressor(clip.unsqueeze(0))[0]
-            out.append(self.projector(compressed))
+        for frames in pixel_values.split(frames_per_sample):
+            pieces = []
+            for start in range(0, frames.shape[0], chunk):
+                with torch.set_grad_enabled(encoder_trains and torch.is_grad_enabled()):
+                    patches = self.encoder(frames[start:start + chunk])
+                pieces.append(self.projector(self.compressor(patches.unsqueeze(0))[0]))
+            out.append(torch.cat(pieces))
         return out
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, frames_per_sample: list[int],

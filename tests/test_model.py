@@ -95,3 +95,15 @@ def test_llm_and_encoder_load_from_local_pretrained_folders(tiny_overrides, tmp_
         assert torch.allclose(model2.llm(inputs_embeds=model2.llm.embed(ids)).logits,
                               model.llm(inputs_embeds=model.llm.embed(ids)).logits, atol=1e-5)
         assert torch.isfinite(model2(batch2).logits).all()
+
+
+def test_streaming_clips_matches_one_pass(tiny_overrides):
+    _, _, model, batch = _built(tiny_overrides + ["data.sampler.num_frames=12"])
+    assert batch["frames_per_sample"][0] == 12  # three clips of 4
+    with torch.no_grad():
+        model.chunk_frames = 1000
+        whole = model.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        model.chunk_frames = 1  # rounded up to one clip per pass
+        streamed = model.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+    for a, b in zip(whole, streamed):
+        assert torch.allclose(a, b, atol=1e-5)

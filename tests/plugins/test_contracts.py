@@ -97,3 +97,15 @@ def test_sampler_protocol(name, video_frames, fps):
     assert idx.min() >= 0 and idx.max() < video_frames
     assert np.all(np.diff(idx) >= 0)
     assert np.allclose(ts, idx / fps)
+
+
+@pytest.mark.parametrize("name", COMPRESSORS.names())
+def test_compressor_is_clip_local(name):
+    """Each clip is compressed on its own: the model relies on this to stream long videos clip by clip."""
+    torch.manual_seed(0)
+    comp = build(COMPRESSORS, name, in_dim=64, frame_tokens=16, clip_len=2, tokens_per_frame=4).eval()
+    x = torch.randn(1, 8, 16, 64)
+    clip = comp.clip_len
+    whole = comp(x)
+    parts = torch.cat([comp(x[:, s:s + 2 * clip]) for s in range(0, 8, 2 * clip)], dim=1)
+    assert torch.allclose(whole, parts, atol=1e-5)
