@@ -320,8 +320,11 @@ def synthesize(
         if split == "train" and multi_turn_train:
             # one conversation per video, every question a turn: one video decode and one forward
             # teach all four answers (LLaVA-style multi-turn data)
+            # the question order is shuffled per video: evaluation asks each question straight after
+            # the video, so every type must also be learnt as a first turn
+            order = np.random.default_rng([seed, 200, i]).permutation(len(questions))
             turns = []
-            for j, (text, _, answer) in enumerate(questions.values()):
+            for j, (text, _, answer) in enumerate(list(questions.values())[k] for k in order):
                 turns += [{"from": "human", "value": text if j == 0 else text.replace("<video>\n", "")},
                           {"from": "gpt", "value": answer}]
             records[split].append({"id": name, **common, "task": "chat", "question_type": "multi_turn",

@@ -237,8 +237,8 @@ def test_builds_from_the_demo_yaml(name, overrides):
     assert ("tokens_per_frame" in node) == (name != "mlp")  # mlp derives its own: dropped, not an error
     encoder = instantiate(PLUGIN_SLOTS["model.encoder"], cfg["model"]["encoder"])
     comp = instantiate(COMPRESSORS, node, in_dim=encoder.out_dim, frame_tokens=encoder.num_tokens)
-    # demo: 8×8 patches, 4 kept per frame; mlp derives its own: 64 × 0.5² = 16
-    assert comp.clip_len == 4 and comp.tokens_per_frame == (16 if name == "mlp" else 4)
+    # demo: 8×8 patches, 16 kept per frame; mlp derives its own: 64 × 0.5² = 16
+    assert comp.clip_len == 4 and comp.tokens_per_frame == 16
     frames = cfg["data"]["sampler"]["num_frames"]
     out = comp.eval()(torch.randn(1, frames, encoder.num_tokens, encoder.out_dim))
     assert out.shape == (1, frames * comp.tokens_per_frame, comp.out_dim)
