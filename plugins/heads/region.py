@@ -1,0 +1,71 @@
+"""TPO region head: a box decoder from the task token, and a box encoder into the prompt (paper §3.2).
+
+TPO's spatial grounding: the LLM answers a "where is ..." question with ``<box_begin><box>``; the
+last-layer hidden state at ``<box>`` goes through a two-layer MLP (hidden → 2048 → 4) to one box.
+The same head also *reads* boxes: a two-layer MLP (4 → 2048 → hidden) turns each input box of a
+record (``input_boxes``) into the embedding of a ``<region>`` placeholder in the question, so the user
+can point at a region ("what colour is the object at <region>?").
+
+Boxes are normalised (x1, y1, x2, y2) in [0, 1] of the frame the question names. The decoder predicts
+(cx, cy, w, h) through a sigmoid and converts, so every predicted box is valid (x1 ≤ x2, inside the
+frame). Loss as TPO weighs it: 2·L1 + GIoU/5 (generalised IoU from torchvision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.ops import box_convert, box_iou, generalized_box_iou
+
+from lrc.heads import HeadBatch
+from lrc.registry import HEADS
+
+
+def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
+
+
+@HEADS.register("region")
+class RegionHead(nn.Module):
+    task = "region"
+    task_token = "<box>"
+    begin_token = "<box_begin>"
+
+    def __init__(self, hidden_size: int, mlp_hidden: int = 2048, l1_weight: float = 2.0, giou_weight: float = 0.2,
+                 iou_threshold: float = 0.5):
+        super().__init__()
+        self.decoder = _mlp(hidden_size, mlp_hidden, 4)
+        self.encoder = _mlp(4, mlp_hidden, hidden_size)
+        self.l1_weight = l1_weight
+        self.giou_weight = giou_weight
+        self.iou_threshold = iou_threshold
+
+    def encode_box(self, boxes: torch.Tensor) -> torch.Tensor:
+        """``[K, 4]`` normalised xyxy → ``[K, hidden]`` prompt embeddings."""
+        return self.encoder(boxes.to(self.encoder[0].weight.dtype))
+
+    def forward(self, batch: HeadBatch) -> dict[str, torch.Tensor]:
+        cxcywh = self.decoder(batch.task_hidden.to(self.decoder[0].weight.dtype)).sigmoid()
+        boxes = box_convert(cxcywh, "cxcywh", "xyxy").clamp(0, 1)
+        return {"boxes": boxes}
+
+    def loss(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> dict[str, torch.Tensor]:
+        pred = predictions["boxes"].float()
+        gold = torch.stack([torch.as_tensor(t["box"], dtype=torch.float32) for t in batch.targets]).to(pred.device)
+        l1 = (pred - gold).abs().sum(-1).mean()
+        giou = (1 - generalized_box_iou(pred, gold).diagonal()).mean()
+        return {"l1": l1, "giou": giou, "loss": self.l1_weight * l1 + self.giou_weight * giou}
+
+    def decode(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> list[dict[str, Any]]:
+        return [{"box": b.tolist()} for b in predictions["boxes"].detach().float().cpu()]
+
+    def metrics(self, outputs: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, list[float]]:
+        """Per sample: IoU with the gold box, and whether it reaches ``iou_threshold`` (Acc@0.5)."""
+        if not outputs:
+            return {"miou": [], f"acc@{self.iou_threshold:g}": []}
+        pred = torch.tensor([o["box"] for o in outputs], dtype=torch.float32)
+        gold = torch.stack([torch.as_tensor(t["box"], dtype=torch.float32) for t in targets])
+        iou = box_iou(pred, gold).diagonal()
+        return {"miou": iou.tolist(), f"acc@{self.iou_threshold:g}": (iou >= self.iou_threshold).float().tolist()}
