@@ -19,10 +19,10 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lrc.config import PLUGIN_SLOTS, token_dropout_schedule
+from lrc.config import PLUGIN_SLOTS, head_slots, plugin_slots, slot_node, token_dropout_schedule
 from lrc.model import VideoMLLM
-from lrc.prompt import IMG_CONTEXT, PromptBuilder, prepare_tokenizer
-from lrc.registry import Registry
+from lrc.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
+from lrc.registry import HEADS, Registry
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,27 @@ def build_tokenizer(cfg: dict[str, Any]) -> Any:
         raise FileNotFoundError(
             f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
             f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)), extra_tokens=head_tokens(cfg))
+
+
+def head_classes(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Head label -> head class, without building anything."""
+    return {slot.split(".")[-1]: HEADS.get(slot_node(cfg, slot)["name"]) for slot in head_slots(cfg)}
+
+
+def head_tokens(cfg: dict[str, Any]) -> list[str]:
+    """The tokens the configured TPO heads need in the vocabulary (task, routing, <region>)."""
+    tokens = []
+    for cls in head_classes(cfg).values():
+        tokens += [cls.task_token, cls.begin_token]
+        if hasattr(cls, "encode_box"):
+            tokens.append(REGION_PLACEHOLDER)
+    return tokens
+
+
+def task_token_map(cfg: dict[str, Any]) -> dict[str, str]:
+    """Each head's task token -> its routing token (how answers are encoded, lrc/prompt.py)."""
+    return {cls.task_token: cls.begin_token for cls in head_classes(cfg).values()}
 
 
 def build_sampler(cfg: dict[str, Any], clip_len: int = 1) -> Any:
@@ -74,7 +94,23 @@ def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
         if problems:
             raise ValueError("model.token_dropout: " + "; ".join(problems))
     return VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
-                     token_dropout=schedule)
+                     token_dropout=schedule, heads=build_heads(cfg, tokenizer, llm.hidden_size))
+
+
+def build_heads(cfg: dict[str, Any], tokenizer: Any, hidden_size: int) -> Any:
+    """TPO's TaskHeads (lrc/tpo.py) keyed by each head's task, or None when no head is configured."""
+    from lrc.tpo import TaskHeads
+
+    heads, labels = {}, {}
+    for slot in head_slots(cfg):
+        head = instantiate(HEADS, slot_node(cfg, slot), hidden_size=hidden_size)
+        heads[head.task], labels[head.task] = head, slot.split(".")[-1]
+    if not heads:
+        return None
+    ids = {task: tokenizer.convert_tokens_to_ids(h.task_token) for task, h in heads.items()}
+    begins = {task: tokenizer.convert_tokens_to_ids(h.begin_token) for task, h in heads.items()}
+    region = tokenizer.convert_tokens_to_ids(REGION_PLACEHOLDER) if REGION_PLACEHOLDER in head_tokens(cfg) else None
+    return TaskHeads(heads, hidden_size, ids, begin_ids=begins, region_token_id=region, labels=labels)
 
 
 def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
@@ -85,10 +121,11 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
     return VideoDataModule(
         train_file=str(root / d["train"]), val_file=str(root / d["val"]),
         sampler=build_sampler(cfg, clip_len=getattr(model.compressor, "clip_len", 1)),
-        prompts=PromptBuilder(tokenizer, model.tokens_per_frame),
+        prompts=PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg)),
         image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
         max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
+        tasks=d["tasks"],
     )
 
 
@@ -97,7 +134,8 @@ def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
 
     o = cfg["optim"]
     return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"],
-                           betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"])
+                           betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"],
+                           loss=cfg["loss"])
 
 
 def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -107,9 +145,8 @@ def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
     from lrc.registry import origin
 
     out = {}
-    for slot, registry in PLUGIN_SLOTS.items():
-        section, key = slot.split(".")
-        name = cfg[section][key]["name"]
+    for slot, registry in plugin_slots(cfg).items():
+        name = slot_node(cfg, slot)["name"]
         obj = registry.get(name)
         top = obj.__module__.split(".")[0]
         dist = metadata.packages_distributions().get(top, [top])[0]

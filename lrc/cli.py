@@ -69,10 +69,16 @@ def _report(run_dir: Path, metrics: dict) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from lrc.data.synth import synthesize
+    from lrc.data.synth import parse_tasks, synthesize
 
+    try:
+        tasks = parse_tasks(args.tasks)
+    except ValueError as exc:
+        print(f"error: --tasks: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     summary = synthesize(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size,
-                         answer_style=args.answer_style, multi_turn_train=args.multi_turn_train)
+                         answer_style=args.answer_style, multi_turn_train=args.multi_turn_train,
+                         tasks=tasks)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -111,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
                        help="answer MCQs with the option letter (benchmark style) or the option text")
     synth.add_argument("--multi-turn-train", action="store_true",
                        help="write each training video as one conversation with all its questions")
+    synth.add_argument("--tasks", default="mcq",
+                       help="comma-separated tasks to write: mcq,temporal,region,mask,preference (docs/data.md)")
     synth.set_defaults(func=_synth)
     return p
 

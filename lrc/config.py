@@ -58,6 +58,7 @@ class DataConfig:
     synth_videos: Union[int, None] = None  # synthesise a corpus of this many videos if root is missing
     synth_answer_style: str = "letter"  # letter | text (see docs/data.md)
     synth_multi_turn_train: bool = False  # train records: one multi-turn conversation per video
+    synth_tasks: list = field(default_factory=lambda: ["mcq"])  # + temporal, region, mask, preference (TPO)
     sampler: dict = field(default_factory=lambda: {"name": "uniform"})
     tokenizer: Union[str, None] = None  # None: the LLM's pretrained folder, else {root}/tokenizer
     batch_size: int = 4
@@ -65,6 +66,7 @@ class DataConfig:
     num_workers: int = 0
     max_length: int = 4096
     cache_frames: bool = False  # keep decoded frames in RAM (deterministic samplers only)
+    tasks: Union[list, None] = None  # use only records of these tasks (None: all)
 
 
 @dataclass
@@ -75,20 +77,39 @@ class ModelConfig:
     llm: dict = field(default_factory=lambda: {"name": "hf_causal_lm"})
     # HiCo level 2 (lrc/token_dropout.py): {enabled, layers, ratios, mode, uniform_stages, bernoulli}
     token_dropout: dict = field(default_factory=lambda: {"enabled": False})
+    # TPO heads (lrc/tpo.py): label -> head plugin slot, e.g. {temporal: {name: cgdetr}}; a label set
+    # to null removes that head (model.heads.mask=null)
+    heads: dict = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    """L_total = L_base + task_weight·L_task + spec_weight·Σ_k head_weights[k]·L_spec,k  (paper eq. 3),
+    plus dpo_weight·L_DPO on preference records."""
+
+    task_weight: float = 0.1  # λ1: task recognition from the query (only with heads)
+    spec_weight: float = 1.0  # λ2: the heads' own losses
+    head_weights: dict = field(default_factory=dict)  # w_k per head label; 1.0 where not given
+    dpo_weight: float = 0.0  # 0 turns DPO off
+    dpo_beta: float = 0.1
+    dpo_reference: str = "frozen_copy"  # frozen_copy | lora_disabled (needs model.llm.lora)
 
 
 @dataclass
 class OptimConfig:
     # InternVideo2.5 finetuning: ViT 2e-6, connector 1e-5, LLM 1e-5 (REFERENCE.md "Training system")
-    lr: dict = field(default_factory=lambda: {"encoder": 2e-6, "compressor": 1e-5, "projector": 1e-5, "llm": 1e-5})
-    freeze: list = field(default_factory=list)  # component names: encoder, compressor, projector, llm
+    # heads (TPO heads, task embeddings, task classifier) start from scratch: a larger rate
+    lr: dict = field(default_factory=lambda: {"encoder": 2e-6, "compressor": 1e-5, "projector": 1e-5, "llm": 1e-5,
+                                              "heads": 1e-4})
+    freeze: list = field(default_factory=list)  # component names: encoder, compressor, projector, llm, heads
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0
 
 
-SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig}
+SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
+                             "loss": LossConfig}
 # ``trainer`` is bound to lightning.Trainer's own signature instead of a dataclass.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "accelerator": "auto", "devices": 1, "strategy": "auto", "precision": "32-true", "max_epochs": 1,
@@ -101,7 +122,28 @@ PLUGIN_SLOTS: dict[str, Registry] = {
     "model.projector": PROJECTORS,
     "model.llm": LLMS,
 }
-COMPONENTS = ("encoder", "compressor", "projector", "llm")
+COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
+DPO_REFERENCES = ("frozen_copy", "lora_disabled")
+
+
+def head_slots(cfg: dict[str, Any]) -> dict[str, Registry]:
+    """``model.heads.<label>`` slots of a config (labels whose value is null are removed heads)."""
+    heads = ((cfg.get("model") or {}).get("heads")) or {}
+    if not isinstance(heads, dict):
+        return {}
+    return {f"model.heads.{label}": HEADS for label, node in heads.items() if node is not None}
+
+
+def plugin_slots(cfg: dict[str, Any]) -> dict[str, Registry]:
+    """Every plugin slot of a config: the fixed ones and its heads."""
+    return {**PLUGIN_SLOTS, **head_slots(cfg)}
+
+
+def slot_node(cfg: dict[str, Any], slot: str) -> Any:
+    node: Any = cfg
+    for part in slot.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def defaults() -> dict[str, Any]:
@@ -167,16 +209,16 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _switch_plugins(merged: dict[str, Any], layer: dict[str, Any]) -> None:
     """Drop a slot's earlier arguments that a newly named plugin does not accept (see module doc)."""
-    for slot, registry in PLUGIN_SLOTS.items():
-        section, key = slot.split(".")
-        new = (layer.get(section) or {}).get(key)
-        old = (merged.get(section) or {}).get(key)
+    for slot, registry in plugin_slots(layer).items():
+        new, old = slot_node(layer, slot), slot_node(merged, slot)
         if not isinstance(new, dict) or not isinstance(old, dict) or "name" not in new:
             continue
         if new["name"] == old.get("name"):
             continue
         accepted = _accepted_args(registry, new["name"])
-        merged[section][key] = {k: v for k, v in old.items() if k == "name" or (accepted is not None and k in accepted)}
+        parent = slot_node(merged, slot.rsplit(".", 1)[0])
+        parent[slot.rsplit(".", 1)[1]] = {k: v for k, v in old.items()
+                                          if k == "name" or (accepted is not None and k in accepted)}
 
 
 def _accepted_args(registry: Registry, name: Any) -> set[str] | None:
@@ -346,11 +388,11 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
                 problems.append(f"{where(full)}: {full}: expected {_type_name(hints[key])}, got {value!r}")
 
     classes: dict[str, Any] = {}
-    for slot, registry in PLUGIN_SLOTS.items():
-        section, key = slot.split(".")
-        found, cls = check_plugin(registry, slot, (cfg.get(section) or {}).get(key), where)
+    for slot, registry in plugin_slots(cfg).items():
+        found, cls = check_plugin(registry, slot, slot_node(cfg, slot), where)
         problems += found
         classes[slot] = cls
+    problems += _check_heads(cfg, classes, where)
 
     problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
@@ -358,6 +400,45 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def _check_heads(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> list[str]:
+    """TPO: one head per task, loss weights naming configured heads, a usable DPO reference."""
+    problems = []
+    tasks: dict[str, str] = {}
+    for slot in head_slots(cfg):
+        cls = classes.get(slot)
+        task = getattr(cls, "task", None)
+        if cls is None:
+            continue
+        missing = [a for a in ("task", "task_token", "begin_token") if not isinstance(getattr(cls, a, None), str)]
+        if missing:
+            problems.append(f"{where(slot)}: {slot}: head plugin {slot_node(cfg, slot)['name']!r} does not declare "
+                            f"{', '.join(missing)} (see docs/plugins.md, heads)")
+        elif task in tasks:
+            problems.append(f"{where(slot)}: {slot}: a second head for task {task!r} (also {tasks[task]}); "
+                            "keep one head per task")
+        else:
+            tasks[task] = slot
+    loss = cfg.get("loss") or {}
+    # a weight may name a removed head (model.heads.mask=null), so one override removes a head
+    declared = ((cfg.get("model") or {}).get("heads")) or {}
+    labels = set(declared) if isinstance(declared, dict) else set()
+    weights = loss.get("head_weights") or {}
+    if isinstance(weights, dict):
+        for label in weights:
+            if label not in labels:
+                problems.append(f"{where('loss.head_weights.' + label)}: loss.head_weights.{label}: no head "
+                                f"model.heads.{label} is configured.{suggest(str(label), sorted(labels))}")
+    reference = loss.get("dpo_reference")
+    if reference not in DPO_REFERENCES:
+        problems.append(f"{where('loss.dpo_reference')}: loss.dpo_reference: {reference!r} is not one of "
+                        f"{', '.join(DPO_REFERENCES)}")
+    elif reference == "lora_disabled" and (loss.get("dpo_weight") or 0) > 0:
+        if not ((cfg.get("model") or {}).get("llm") or {}).get("lora"):
+            problems.append(f"{where('loss.dpo_reference')}: loss.dpo_reference: lora_disabled needs LoRA on the LLM "
+                            "(set model.llm.lora, e.g. {r: 8}) or use frozen_copy")
+    return problems
 
 
 def _check_token_dropout(node: Any, where: Any) -> list[str]:

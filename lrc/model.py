@@ -7,32 +7,39 @@ Data flow for a batch (DESIGN.md "Data flow"):
       compressor  → per sample    [T_i · k, Dc]   (HiCo level 1, per clip of clip_len frames)
       projector   → per sample    [T_i · k, D_llm]
       scattered into the <IMG_CONTEXT> slots of the prompt embeddings → LLM → logits
+      TPO (lrc/tpo.py): task embeddings at task tokens → last-layer hidden state there → head plugins
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-COMPONENTS = ("encoder", "compressor", "projector", "llm")
+COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
 
 
 @dataclass
 class MLLMOutput:
     """Logits with the labels and answer positions that line up with them (token dropout shortens the
-    sequence inside the LLM, so these are not always the batch's own)."""
+    sequence inside the LLM, so these are not always the batch's own), and with TPO heads, what they
+    read and predicted."""
 
     logits: torch.Tensor
     labels: torch.Tensor
     answer_start: torch.Tensor
+    visual: list[torch.Tensor] = field(default_factory=list)  # per sample [T_i·k, D_llm]
+    task_logits: torch.Tensor | None = None  # [B, 1 + heads] L_task's logits
+    head_inputs: dict[str, Any] = field(default_factory=dict)  # task -> lrc.heads.HeadBatch
+    head_predictions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 class VideoMLLM(nn.Module):
     def __init__(self, encoder: nn.Module, compressor: nn.Module, projector: nn.Module, llm: nn.Module,
-                 img_context_id: int, token_dropout: Any = None):
+                 img_context_id: int, token_dropout: Any = None, heads: nn.Module | None = None):
+        """``heads``: a :class:`lrc.tpo.TaskHeads` (TPO), or None for a plain video MLLM."""
         super().__init__()
         self.token_dropout = token_dropout  # lrc.token_dropout.TokenDropout or None
         self.chunk_frames = 64  # frames per encoder/compressor pass (rounded to whole clips)
@@ -40,6 +47,7 @@ class VideoMLLM(nn.Module):
         self.compressor = compressor
         self.projector = projector
         self.llm = llm
+        self.heads = heads
         self.img_context_id = img_context_id
 
     @property
@@ -69,8 +77,10 @@ class VideoMLLM(nn.Module):
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, frames_per_sample: list[int],
               ids: list[str] | None = None) -> torch.Tensor:
         """Prompt embeddings with the visual embeddings written into the <IMG_CONTEXT> slots."""
+        return self.splice(input_ids, self.encode_video(pixel_values, frames_per_sample), ids)
+
+    def splice(self, input_ids: torch.Tensor, visual: list[torch.Tensor], ids: list[str] | None = None) -> torch.Tensor:
         embeds = self.llm.embed(input_ids)
-        visual = self.encode_video(pixel_values, frames_per_sample)
         slots = input_ids == self.img_context_id
         have = slots.sum(dim=1).tolist()
         want = [v.shape[0] for v in visual]
@@ -85,24 +95,123 @@ class VideoMLLM(nn.Module):
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_flat)
 
     def forward(self, batch: dict[str, Any]) -> MLLMOutput:
-        embeds = self.embed(batch["input_ids"], batch["pixel_values"], batch["frames_per_sample"], batch.get("ids"))
+        visual = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        embeds = self.splice(batch["input_ids"], visual, batch.get("ids"))
+        if self.heads is not None:
+            embeds = self.heads.write_task_embeddings(embeds, batch["input_ids"], batch.get("input_boxes"),
+                                                      batch.get("ids"))
+        want_hidden = self.heads is not None
         if self.token_dropout is None:
-            logits = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits
-            return MLLMOutput(logits, batch["labels"], batch["answer_start"])
-        # HiCo level 2: visual tokens are dropped between LLM layers, so the output sequence is
-        # shorter; labels and answer positions are carried to the kept positions.
-        out = self.llm.forward_with_token_dropout(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"],
-            visual_mask=batch["input_ids"] == self.img_context_id, schedule=self.token_dropout,
-            labels=batch["labels"], training=self.training)
-        valid = out.kept >= 0
-        labels = torch.where(valid, batch["labels"].gather(1, out.kept.clamp(min=0)), -100)
-        answer_start = torch.stack([(out.kept[b] == s).nonzero()[0, 0] if s >= 0 else s.new_tensor(-1)
-                                    for b, s in enumerate(batch["answer_start"])])
-        return MLLMOutput(out.logits, labels, answer_start)
+            out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                           output_hidden_states=want_hidden)
+            result = MLLMOutput(out.logits, batch["labels"], batch["answer_start"], visual=visual)
+            hidden, kept = (out.hidden_states[-1] if want_hidden else None), None
+        else:
+            # HiCo level 2: visual tokens are dropped between LLM layers, so the output sequence is
+            # shorter; labels and answer positions are carried to the kept positions.
+            out = self.llm.forward_with_token_dropout(
+                inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                visual_mask=batch["input_ids"] == self.img_context_id, schedule=self.token_dropout,
+                labels=batch["labels"], training=self.training)
+            kept = out.kept
+            valid = kept >= 0
+            labels = torch.where(valid, batch["labels"].gather(1, kept.clamp(min=0)), -100)
+            answer_start = torch.stack([(kept[b] == s).nonzero()[0, 0] if s >= 0 else s.new_tensor(-1)
+                                        for b, s in enumerate(batch["answer_start"])])
+            result = MLLMOutput(out.logits, labels, answer_start, visual=visual)
+            hidden = out.hidden
+        if self.heads is not None:
+            self._run_heads(batch, result, hidden, kept)
+        return result
+
+    def _run_heads(self, batch: dict[str, Any], result: MLLMOutput, hidden: torch.Tensor,
+                   kept: torch.Tensor | None) -> None:
+        """TPO: L_task's logits, and each head on the samples that carry its task (lrc/tpo.py)."""
+        def position(b: int, p: int) -> int:
+            return p if kept is None else int((kept[b] == p).nonzero()[0, 0])
+
+        result.task_logits = self.heads.task_logits(hidden, result.answer_start - 1)
+        frames = [f * self.pixel_std.to(f) + self.pixel_mean.to(f)
+                  for f in batch["pixel_values"].split(batch["frames_per_sample"])]
+        result.head_inputs = self.heads.head_batches(batch, hidden, position, result.visual, frames)
+        result.head_predictions = {task: self.heads.heads[task](hb) for task, hb in result.head_inputs.items()}
+
+    def answer_logps(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+                     visual: list[torch.Tensor], input_boxes: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Summed log-probability of each sequence's labelled tokens, given its visual embeddings (DPO).
+
+        A plain forward (no token dropout), so chosen and rejected answers are scored alike."""
+        from lrc.tpo import sequence_logps
+
+        embeds = self.splice(input_ids, visual)
+        if self.heads is not None:
+            embeds = self.heads.write_task_embeddings(embeds, input_ids, input_boxes)
+        return sequence_logps(self.llm(inputs_embeds=embeds, attention_mask=attention_mask).logits, labels)
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, Any], max_new_tokens: int = 32, eos_id: int | None = None) -> list[dict[str, Any]]:
+        """Greedy answers for every sample of a batch, routing to TPO heads as the answer asks.
+
+        Each prompt is the sample's sequence up to its first answer. When the LLM emits a head's
+        routing token (``<box_begin>`` ...), the head's task token is appended, the LLM reads it, and
+        the head decodes its last-layer hidden state (paper §3.2); generation then goes on. Returns per
+        sample ``{"token_ids": [...], "heads": {task: decoded output}}``. Full recompute per step
+        (no KV cache): meant for evaluation and demos, not serving.
+        """
+        visual_all = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        frames_all = [f * self.pixel_std.to(f) + self.pixel_mean.to(f)
+                      for f in batch["pixel_values"].split(batch["frames_per_sample"])]
+        begin_to_task = {v: k for k, v in self.heads.begin_ids.items()} if self.heads is not None else {}
+        results = []
+        for b in range(batch["input_ids"].shape[0]):
+            ids = batch["input_ids"][b, : int(batch["answer_start"][b])].tolist()
+            new: list[int] = []
+            decoded: dict[str, Any] = {}
+            for _ in range(max_new_tokens):
+                hidden, logits = self._last_position(ids, visual_all[b], batch, b)
+                token = int(logits.argmax())
+                ids.append(token)
+                new.append(token)
+                if token in begin_to_task:
+                    task = begin_to_task[token]
+                    ids.append(self.heads.token_ids[task])
+                    hidden, logits = self._last_position(ids, visual_all[b], batch, b)
+                    decoded[task] = self._decode_head(task, hidden, ids, visual_all[b], frames_all[b], batch, b)
+                if token == eos_id:
+                    break
+            results.append({"token_ids": new, "heads": decoded})
+        return results
+
+    def _last_position(self, ids: list[int], visual: torch.Tensor, batch: dict[str, Any], b: int):
+        input_ids = torch.tensor([ids], device=visual.device)
+        embeds = self.splice(input_ids, [visual])
+        if self.heads is not None:
+            boxes = [batch["input_boxes"][b]] if batch.get("input_boxes") else None
+            embeds = self.heads.write_task_embeddings(embeds, input_ids, boxes)
+        out = self.llm(inputs_embeds=embeds, output_hidden_states=True)
+        return out.hidden_states[-1][0], out.logits[0, -1]
+
+    def _decode_head(self, task: str, hidden: torch.Tensor, ids: list[int], visual: torch.Tensor,
+                     frames: torch.Tensor, batch: dict[str, Any], b: int) -> Any:
+        one = {"input_ids": torch.tensor([ids]), "frames_per_sample": [batch["frames_per_sample"][b]],
+               "timestamps": [batch["timestamps"][b]], "durations": [batch["durations"][b]],
+               "query_positions": [batch.get("query_positions", [[]] * (b + 1))[b]], "ids": [batch["ids"][b]],
+               "task": [task]}
+        head_batch = self.heads.head_batches(one, hidden.unsqueeze(0), lambda _, p: p, [visual], [frames])[task]
+        head = self.heads.heads[task]
+        return head.decode(head(head_batch), head_batch)[0]
+
+    @property
+    def pixel_mean(self) -> torch.Tensor:
+        return torch.tensor(self.encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
+
+    @property
+    def pixel_std(self) -> torch.Tensor:
+        return torch.tensor(self.encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
 
     def component_parameters(self) -> dict[str, list[nn.Parameter]]:
-        return {name: list(getattr(self, name).parameters()) for name in COMPONENTS}
+        return {name: list(getattr(self, name).parameters()) if getattr(self, name) is not None else []
+                for name in COMPONENTS}
 
 
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

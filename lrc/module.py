@@ -2,19 +2,33 @@
 
 Per-component learning rates follow the InternVideo2.5 finetuning recipe (REFERENCE.md: ViT 2e-6,
 connector 1e-5, LLM 1e-5); a component listed in ``freeze`` gets no gradients and no optimizer state.
+
+The training loss is paper eq. 3 (TPO), with DPO beside it when preference pairs are present:
+
+    L_total = L_base + λ1·L_task + λ2·Σ_k w_k·L_spec,k  (+ dpo_weight·L_DPO)
+
+L_base is next-token cross entropy on the answers; L_task the task recognition from the query; L_spec,k
+head k's own loss, on the samples that carry its task only. Every term is logged (``train/<term>``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 from lrc.data.dataset import Skipped
-from lrc.model import COMPONENTS, VideoMLLM, answer_loss, mcq_predictions
+from lrc.model import COMPONENTS, MLLMOutput, VideoMLLM, answer_loss, mcq_predictions
+from lrc.tpo import dpo_loss
+
+LOSS_DEFAULTS = {"task_weight": 0.1, "spec_weight": 1.0, "head_weights": {}, "dpo_weight": 0.0, "dpo_beta": 0.1,
+                 "dpo_reference": "frozen_copy"}
 
 
 class VideoMLLMModule(L.LightningModule):
@@ -27,9 +41,11 @@ class VideoMLLMModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_ratio: float = 0.03,
         min_lr_ratio: float = 0.0,
+        loss: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.model = model
+        self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
         self.lr = dict(lr)
         self.freeze = list(freeze)
         self.weight_decay = weight_decay
@@ -37,9 +53,65 @@ class VideoMLLMModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
         for name in self.freeze:
-            getattr(self.model, name).requires_grad_(False)
+            if getattr(self.model, name) is not None:
+                getattr(self.model, name).requires_grad_(False)
+        # DPO's reference policy: a frozen copy of the model as built (kept out of the state dict and the
+        # optimizer), or the LLM with its LoRA adapters switched off (lrc/tpo.py)
+        self._reference: list[VideoMLLM] = []
+        if self.loss_cfg["dpo_weight"] > 0 and self.loss_cfg["dpo_reference"] == "frozen_copy":
+            self._reference.append(copy.deepcopy(model).eval().requires_grad_(False))
+        elif self.loss_cfg["dpo_weight"] > 0 and not getattr(model.llm, "has_lora", False):
+            raise ValueError("loss.dpo_reference=lora_disabled needs LoRA on the LLM (model.llm.lora)")
         self.skipped: dict[str, Skipped] = {}
         self._val: dict[str, list] = defaultdict(list)
+
+    def on_fit_start(self) -> None:
+        for ref in self._reference:
+            ref.to(self.device)
+
+    # -- losses -----------------------------------------------------------------------------
+    def losses(self, batch: dict[str, Any], out: MLLMOutput) -> dict[str, torch.Tensor]:
+        """Every term of L_total by name, and ``loss`` = L_total (paper eq. 3; module docstring)."""
+        c = self.loss_cfg
+        terms = {"base": answer_loss(out.logits, out.labels)}
+        total = terms["base"]
+        heads = self.model.heads
+        if heads is not None and out.task_logits is not None:
+            labels = heads.task_labels(batch.get("task") or ["text"] * batch["size"]).to(out.task_logits.device)
+            terms["task"] = F.cross_entropy(out.task_logits.float(), labels)
+            total = total + c["task_weight"] * terms["task"]
+            for task, predictions in out.head_predictions.items():
+                parts = heads.heads[task].loss(predictions, out.head_inputs[task])
+                for name, value in parts.items():
+                    terms[f"{task}/{name}"] = value
+                weight = c["head_weights"].get(heads.labels[task], 1.0)
+                total = total + c["spec_weight"] * weight * parts["loss"]
+        if c["dpo_weight"] > 0 and batch.get("preference_rows"):
+            terms["dpo"], margin = self.dpo(batch, out)
+            terms["dpo_margin"] = margin.mean()
+            total = total + c["dpo_weight"] * terms["dpo"]
+        terms["loss"] = total
+        return terms
+
+    def dpo(self, batch: dict[str, Any], out: MLLMOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = batch["preference_rows"]
+        boxes = [batch["input_boxes"][b] for b in rows] if batch.get("input_boxes") else None
+        pairs = [(batch["input_ids"][rows], batch["chosen_labels"], batch["attention_mask"][rows]),
+                 (batch["rejected_input_ids"], batch["rejected_labels"], batch["rejected_attention_mask"])]
+        visual = [out.visual[b] for b in rows]
+        policy = [self.model.answer_logps(ids, labels, mask, visual, boxes) for ids, labels, mask in pairs]
+        with torch.no_grad():
+            if self._reference:
+                ref = self._reference[0]
+                frames = batch["pixel_values"].split(batch["frames_per_sample"])
+                ref_visual = ref.encode_video(torch.cat([frames[b] for b in rows]),
+                                              [batch["frames_per_sample"][b] for b in rows])
+            else:
+                ref, ref_visual = self.model, [v.detach() for v in visual]
+            context = self.model.llm.model.disable_adapter() if not self._reference else nullcontext()
+            with context:
+                reference = [ref.answer_logps(ids, labels, mask, ref_visual, boxes) for ids, labels, mask in pairs]
+        return dpo_loss(policy[0], policy[1], reference[0], reference[1], self.loss_cfg["dpo_beta"])
 
     # -- steps ------------------------------------------------------------------------------
     def _note_skipped(self, batch: dict[str, Any]) -> None:
@@ -51,9 +123,10 @@ class VideoMLLMModule(L.LightningModule):
         if not batch["size"]:
             return None  # every sample of this batch was unreadable; Lightning skips the step
         out = self.model(batch)
-        loss = answer_loss(out.logits, out.labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["size"])
-        return loss
+        terms = self.losses(batch, out)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["size"])
+        return terms["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._note_skipped(batch)
@@ -66,6 +139,27 @@ class VideoMLLMModule(L.LightningModule):
         types = [t for t, o in zip(batch["question_type"], batch["option_ids"]) if o]
         for p, g, t in zip(preds.tolist(), golds.tolist(), types):
             self._val["mcq"].append((p == g, t))
+        if self.model.heads is not None:
+            self._validate_heads(batch, out)
+
+    def _validate_heads(self, batch: dict[str, Any], out: MLLMOutput) -> None:
+        """TPO metrics: task recognition, routing (does the LLM emit the head's begin token where the
+        answer has it), and each head's own metrics on its decoded outputs, teacher-forced."""
+        heads = self.model.heads
+        labels = heads.task_labels(batch.get("task") or ["text"] * batch["size"])
+        self._val["task_acc"] += (out.task_logits.argmax(-1).cpu() == labels).float().tolist()
+        for task, predictions in out.head_predictions.items():
+            inputs = out.head_inputs[task]
+            head = heads.heads[task]
+            for name, values in head.metrics(head.decode(predictions, inputs), inputs.targets).items():
+                self._val[f"{task}/{name}"] += [float(v) for v in values]
+        begin_ids = set(heads.begin_ids.values())
+        for b in range(batch["size"]):
+            # the routing token is a label; the logit one position before it must name it
+            row = out.labels[b]
+            for p in ((row[1:] != -100) & torch.isin(row[1:], torch.tensor(sorted(begin_ids)))).nonzero().flatten().tolist():
+                task = heads.tasks[list(heads.begin_ids.values()).index(int(row[p + 1]))]
+                self._val[f"{task}/route_acc"].append(float(out.logits[b, p].argmax() == row[p + 1]))
 
     def on_validation_epoch_start(self) -> None:
         self._val.clear()
@@ -80,6 +174,9 @@ class VideoMLLMModule(L.LightningModule):
         if self._val["loss"]:
             total = sum(n for _, n in self._val["loss"])
             out["loss"] = sum(l * n for l, n in self._val["loss"]) / total
+        for key, values in self._val.items():
+            if key not in ("loss", "mcq") and values:
+                out[key] = sum(values) / len(values)
         if self._val["mcq"]:
             out["mcq_acc"] = sum(ok for ok, _ in self._val["mcq"]) / len(self._val["mcq"])
             out["mcq_count"] = float(len(self._val["mcq"]))

@@ -75,6 +75,7 @@ class TokenDropout:
 class DropoutOutput:
     logits: torch.Tensor  # [B, L', V]
     kept: torch.Tensor  # [B, L'] original position of each kept token, -1 for padding
+    hidden: torch.Tensor | None = None  # [B, L', D] last-layer hidden states (after the final norm)
 
 
 def decoder_parts(hf_model: nn.Module) -> Any:
@@ -233,4 +234,4 @@ def forward_with_token_dropout(
             hidden = hidden[0]
     hidden = decoder.norm(hidden)
     logits = model.lm_head(hidden)
-    return DropoutOutput(logits=logits, kept=kept)
+    return DropoutOutput(logits=logits, kept=kept, hidden=hidden)

@@ -7,9 +7,12 @@ collected before raising, so a user fixes a corpus in one pass.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lrc.data.rle import check as rle_check
 
 
 class AnnotationError(ValueError):
@@ -28,9 +31,123 @@ class Record:
     duration: float | None = None
     source: str = ""  # "file:line", for messages
     extra: dict[str, Any] = field(default_factory=dict)
+    # TPO task fields (docs/data.md); lrc.data.tasks.task_targets turns them into head targets
+    spans: list[list[float]] | None = None  # temporal: [[start, end], ...] seconds
+    frame: int | None = None  # region: 1-based "FrameK" of the prompt the question is about
+    box: list[float] | None = None  # region: normalised [x1, y1, x2, y2] at that frame (instead of a track)
+    track: dict[str, Any] | None = None  # {"boxes": [box | null per video frame], "masks": [RLE | null ...]}
+    input_boxes: list[list[float]] | None = None  # one normalised box per <region> in the human turns
+    rejected: str | None = None  # preference: the losing answer
 
 
-_KNOWN = {"id", "video", "conversations", "task", "question_type", "options", "answer", "duration", "fps"}
+_KNOWN = {"id", "video", "conversations", "task", "question_type", "options", "answer", "duration", "fps",
+          "spans", "frame", "box", "track", "input_boxes", "rejected"}
+REGION_PLACEHOLDER = "<region>"
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def box_problem(box: Any) -> str | None:
+    """What is wrong with ``box`` as a normalised ``[x1, y1, x2, y2]`` box, or None."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_number(v) for v in box):
+        return f"must be [x1, y1, x2, y2] (4 numbers), got {box!r}"
+    x1, y1, x2, y2 = box
+    if not all(0 <= v <= 1 for v in box):
+        return f"must be normalised to [0, 1] (divide pixels by the frame width/height), got {list(box)}"
+    if not (x1 < x2 and y1 < y2):
+        return f"needs x1 < x2 and y1 < y2, got {list(box)}"
+    return None
+
+
+def _check_tpo(obj: dict[str, Any], bad: Any) -> None:
+    """The TPO task fields: types, ranges, and what each task needs (docs/data.md)."""
+    task = obj.get("task", "chat")
+    duration = obj.get("duration") if _number(obj.get("duration")) else None
+    spans = obj.get("spans")
+    if spans is not None:
+        if not isinstance(spans, list) or not spans:
+            bad("spans", f"must be a non-empty list of [start, end] seconds, got {spans!r}")
+        else:
+            for i, span in enumerate(spans):
+                if not isinstance(span, (list, tuple)) or len(span) != 2 or not all(_number(v) for v in span):
+                    bad(f"spans[{i}]", f"must be [start, end] in seconds, got {span!r}")
+                elif not 0 <= span[0] < span[1]:
+                    bad(f"spans[{i}]", f"needs 0 <= start < end, got {list(span)}")
+                elif duration is not None and span[1] > duration + 1e-6:
+                    bad(f"spans[{i}]", f"ends at {span[1]} s, after the video's duration {duration} s")
+    frame = obj.get("frame")
+    if frame is not None and (not isinstance(frame, int) or isinstance(frame, bool) or frame < 1):
+        bad("frame", f"must be the 1-based frame number K of the prompt's \"FrameK:\" (an int >= 1), got {frame!r}")
+    if obj.get("box") is not None and (problem := box_problem(obj["box"])):
+        bad("box", problem)
+    track = obj.get("track")
+    if track is not None:
+        if not isinstance(track, dict) or not isinstance(track.get("boxes"), list):
+            bad("track", 'must be {"boxes": [box or null per video frame], "masks": [RLE or null per video frame]}')
+        else:
+            boxes, masks = track["boxes"], track.get("masks")
+            for i, box in enumerate(boxes):
+                if box is not None and (problem := box_problem(box)):
+                    bad(f"track.boxes[{i}]", problem)
+                    break
+            if masks is not None:
+                if not isinstance(masks, list):
+                    bad("track.masks", f"must be a list (one COCO RLE or null per video frame), got {type(masks).__name__}")
+                elif len(masks) != len(boxes):
+                    bad("track.masks", f"has {len(masks)} entries but track.boxes has {len(boxes)}; give one per video frame")
+                else:
+                    for i, (rle, box) in enumerate(zip(masks, boxes)):
+                        if rle is None:
+                            if box is not None:
+                                bad(f"track.masks[{i}]", "is null (not visible) but track.boxes has a box there")
+                                break
+                            continue
+                        problem = rle_check(rle)
+                        if problem is None and box is None:
+                            problem = "has a mask but track.boxes is null there"
+                        if problem:
+                            bad(f"track.masks[{i}]", problem)
+                            break
+    conv = obj.get("conversations") if isinstance(obj.get("conversations"), list) else []
+    n_regions = sum(t["value"].count(REGION_PLACEHOLDER) for t in conv
+                    if isinstance(t, dict) and t.get("from") == "human" and isinstance(t.get("value"), str))
+    input_boxes = obj.get("input_boxes")
+    if input_boxes is not None:
+        if not isinstance(input_boxes, list):
+            bad("input_boxes", f"must be a list of normalised boxes, got {type(input_boxes).__name__}")
+        elif len(input_boxes) != n_regions:
+            bad("input_boxes", f"has {len(input_boxes)} boxes but the human turns have {n_regions} "
+                f"{REGION_PLACEHOLDER} placeholder(s); give one box per placeholder, in order")
+        else:
+            for i, box in enumerate(input_boxes):
+                if problem := box_problem(box):
+                    bad(f"input_boxes[{i}]", problem)
+    elif n_regions:
+        # without input_boxes, the one <region> is the track's box at the record's frame
+        if n_regions > 1 or not isinstance(track, dict) or frame is None:
+            bad("input_boxes", f"the human turns have {n_regions} {REGION_PLACEHOLDER} placeholder(s): give "
+                "input_boxes (one normalised box each), or for a single placeholder a track and a frame")
+    rejected = obj.get("rejected")
+    if rejected is not None and (not isinstance(rejected, str) or not rejected.strip()):
+        bad("rejected", f"must be a non-empty string (the losing answer), got {rejected!r}")
+    if rejected is not None and task != "preference":
+        bad("rejected", f'only preference records have a rejected answer; this record\'s task is {task!r}')
+    if task == "preference" and rejected is None:
+        bad("rejected", "a preference record needs the losing answer in rejected")
+    if task == "temporal" and spans is None:
+        bad("spans", "a temporal record needs spans: [[start, end], ...] in seconds")
+    if task == "region":
+        if frame is None:
+            bad("frame", 'a region record needs the 1-based frame K its question asks about ("in FrameK")')
+        if track is None and obj.get("box") is None:
+            bad("track", "a region record needs a track (boxes per video frame) or a box at its frame")
+    if task == "mask":
+        if track is None:
+            bad("track", "a mask record needs a track with boxes and masks per video frame")
+        elif isinstance(track, dict) and track.get("masks") is None:
+            bad("track.masks", "a mask record needs masks (COCO RLE or null per video frame)")
 
 
 def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
@@ -66,12 +183,15 @@ def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
     duration = obj.get("duration")
     if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
         bad("duration", f"must be a positive number of seconds, got {duration!r}")
+    _check_tpo(obj, bad)
     if len(problems) > before:
         return None
     return Record(
         id=str(obj["id"]), video=Path(obj["video"]), conversations=conv, task=obj.get("task", "chat"),
         question_type=obj.get("question_type"), options=options, answer=answer, duration=duration,
         extra={k: v for k, v in obj.items() if k not in _KNOWN},
+        spans=obj.get("spans"), frame=obj.get("frame"), box=obj.get("box"), track=obj.get("track"),
+        input_boxes=obj.get("input_boxes"), rejected=obj.get("rejected"),
     )
 
 

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.data.annotations import Record, load_annotations
+from lrc.data.tasks import task_targets
 from lrc.data.video import VideoFile, VideoReadError
 from lrc.prompt import IGNORE_INDEX, PromptBuilder, PromptError
 
@@ -53,12 +54,13 @@ class VideoConversationDataset(Dataset):
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.max_length = max_length
         # Decoded frames by video; only sound for deterministic samplers (same indices every epoch).
-        self._cache: dict[str, tuple[np.ndarray, np.ndarray, float]] | None = {} if cache_frames else None
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, float, np.ndarray]] | None = {} if cache_frames else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _frames(self, rec: Record) -> tuple[np.ndarray, np.ndarray, float]:
+    def _frames(self, rec: Record) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+        """frames [T,S,S,3] uint8, timestamps [T] s, duration s, and the sampled video frame indices [T]."""
         key = str(rec.video)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
@@ -67,13 +69,13 @@ class VideoConversationDataset(Dataset):
             frames = video.get_frames(indices)
             duration = video.duration
         if self._cache is not None:
-            self._cache[key] = (frames, timestamps, duration)
-        return frames, timestamps, duration
+            self._cache[key] = (frames, timestamps, duration, indices)
+        return frames, timestamps, duration, indices
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
         try:
-            frames, timestamps, duration = self._frames(rec)
+            frames, timestamps, duration, indices = self._frames(rec)
         except VideoReadError as exc:
             log.warning("skipping sample %s (%s): %s", rec.id, rec.video, exc.reason)
             return {"skipped": Skipped(rec.id, str(rec.video), exc.reason)}
@@ -95,7 +97,30 @@ class VideoConversationDataset(Dataset):
             "labels": torch.tensor(enc.labels),
             "answer_start": enc.answer_start,
             "question_type": rec.question_type or rec.task,
+            "query_positions": enc.query_positions,
         }
+        rejected = getattr(rec, "rejected", None) or rec.extra.get("rejected")
+        if rejected is not None:
+            # a preference pair (DPO): the same prompt with the losing answer; only the final
+            # answers are scored
+            try:
+                worse = self.prompts.encode_rejected(rec.conversations, rejected, duration, len(frames), sample_id=rec.id)
+            except PromptError as exc:
+                return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+            item["chosen_labels"] = torch.tensor(self.prompts.last_turn_only(enc).labels)
+            item["rejected_input_ids"] = torch.tensor(worse.input_ids)
+            item["rejected_labels"] = torch.tensor(worse.labels)
+        # TPO head targets (lrc/heads.py) from the record and the frames actually sampled
+        try:
+            targets = task_targets(rec, indices, timestamps, duration, frame_size=tuple(frames.shape[1:3]))
+        except ValueError as exc:
+            log.warning("skipping sample %s (%s): %s", rec.id, rec.video, exc)
+            return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+        if "input_boxes" in targets:  # boxes fed into the prompt at <region>, not a head target
+            item["input_boxes"] = targets.pop("input_boxes")
+        item["task"] = rec.task
+        item["targets"] = targets
+        item["duration"] = float(duration)
         if rec.task == "mcq" and rec.options:
             try:
                 item["option_ids"] = self.prompts.option_ids(rec.options)
@@ -130,6 +155,31 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         # MCQ scoring: option token ids and the correct option (-1 / empty for non-MCQ samples)
         option_ids=[it.get("option_ids", []) for it in items],
         answer_index=torch.tensor([it.get("answer_index", -1) for it in items]),
+        query_positions=[it.get("query_positions", []) for it in items],
+    )
+    preference = [b for b, it in enumerate(items) if "rejected_input_ids" in it]
+    if preference:
+        # DPO pairs: the chosen answer is scored on the batch's own sequence (with chosen_labels),
+        # the rejected one on its own padded sequence that reuses the sample's video
+        rejected_len = max(len(items[b]["rejected_input_ids"]) for b in preference)
+        chosen_labels = torch.full((len(preference), length), IGNORE_INDEX, dtype=torch.long)
+        r_ids = torch.full((len(preference), rejected_len), pad_id, dtype=torch.long)
+        r_labels = torch.full((len(preference), rejected_len), IGNORE_INDEX, dtype=torch.long)
+        r_mask = torch.zeros((len(preference), rejected_len), dtype=torch.long)
+        for row, b in enumerate(preference):
+            it = items[b]
+            chosen_labels[row, :len(it["chosen_labels"])] = it["chosen_labels"]
+            n = len(it["rejected_input_ids"])
+            r_ids[row, :n], r_labels[row, :n], r_mask[row, :n] = it["rejected_input_ids"], it["rejected_labels"], 1
+        batch.update(preference_rows=preference, chosen_labels=chosen_labels, rejected_input_ids=r_ids,
+                     rejected_labels=r_labels, rejected_attention_mask=r_mask)
+    # TPO: per-sample task, head targets ({} for samples without a head), <region> input boxes
+    # (None where the prompt has none) and video durations
+    batch.update(
+        task=[it.get("task", "chat") for it in items],
+        targets=[it.get("targets", {}) for it in items],
+        input_boxes=[it.get("input_boxes") for it in items],
+        durations=torch.tensor([it.get("duration", 0.0) for it in items], dtype=torch.float32),
     )
     return batch
 
@@ -162,9 +212,13 @@ class VideoDataModule(L.LightningDataModule):
         max_length: int = 4096,
         cache_frames: bool = False,
         pad_id: int = 0,
+        tasks: Sequence[str] | None = None,
     ):
+        """``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
+        studies with and without TPO's task data."""
         super().__init__()
         self.files = {"train": train_file, "val": val_file}
+        self.tasks = set(tasks) if tasks is not None else None
         self.common = dict(sampler=sampler, prompts=prompts, image_size=image_size, mean=mean, std=std,
                            max_length=max_length, cache_frames=cache_frames)
         self.batch_size = batch_size
@@ -175,7 +229,13 @@ class VideoDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> VideoConversationDataset:
         if split not in self.datasets:
-            self.datasets[split] = VideoConversationDataset(load_annotations(self.files[split]), **self.common)
+            records = load_annotations(self.files[split])
+            if self.tasks is not None:
+                records = [r for r in records if r.task in self.tasks]
+                if not records:
+                    raise ValueError(f"data.tasks={sorted(self.tasks)} keeps no record of {self.files[split]}; "
+                                     "list tasks that the corpus has (docs/data.md)")
+            self.datasets[split] = VideoConversationDataset(records, **self.common)
         return self.datasets[split]
 
     def setup(self, stage: str | None = None) -> None:

@@ -26,6 +26,23 @@ def resolve_attn_implementation(requested: str) -> str:
     return requested
 
 
+def wrap_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:
+    """peft LoRA on the LLM (TPO stage 2/3 train the LLM through LoRA; paper §3.5).
+
+    ``lora`` holds ``peft.LoraConfig`` arguments (``r``, ``lora_alpha``, ``lora_dropout``,
+    ``target_modules`` ...); the base weights are frozen, the new token rows of the embeddings stay
+    trainable only if ``modules_to_save`` names them."""
+    from peft import LoraConfig, get_peft_model
+
+    args = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+    try:
+        config = LoraConfig(task_type="CAUSAL_LM", **args)
+    except TypeError as exc:
+        raise ValueError(f"model.llm.lora: {exc}. Use peft.LoraConfig's argument names (r, lora_alpha, "
+                         "lora_dropout, target_modules, modules_to_save ...)") from exc
+    return get_peft_model(model, config)
+
+
 @LLMS.register("hf_causal_lm")
 class HFCausalLM(nn.Module):
     """A ``transformers`` causal LM, random-init from ``config`` or loaded from a local ``pretrained`` path.
@@ -45,6 +62,7 @@ class HFCausalLM(nn.Module):
         dtype: str | None = None,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
+        lora: dict[str, Any] | None = None,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -70,6 +88,12 @@ class HFCausalLM(nn.Module):
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.hidden_size = self.model.config.hidden_size
+        if lora:
+            self.model = wrap_lora(self.model, lora)
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.model, "disable_adapter")
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(input_ids)
