@@ -50,7 +50,7 @@ def build_tokenizer(cfg: dict[str, Any]) -> Any:
         raise FileNotFoundError(
             f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
             f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path)), extra_tokens=head_tokens(cfg))
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), extra_tokens=head_tokens(cfg))
 
 
 def head_classes(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +125,8 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
         image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
         max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
-        tasks=d["tasks"],
+        tasks=d["tasks"], read_timeout_s=d["read_timeout_s"], max_bad_fraction=d["max_bad_fraction"],
+        seed=cfg["run"]["seed"],
     )
 
 
@@ -135,7 +136,7 @@ def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
     o = cfg["optim"]
     return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"],
                            betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"],
-                           loss=cfg["loss"])
+                           loss=cfg["loss"], on_nan=cfg["run"]["on_nan"])
 
 
 def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:

@@ -24,7 +24,11 @@ def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, or a pickle named .safetensors
+            raise CheckpointError(f"{path} is not a valid safetensors file ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:300]}); it is never read any other way") from exc
     obj = load_torch_file(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -3,11 +3,14 @@
     lrc plugins list [--json]
     lrc validate CONFIG [key=value ...]
     lrc fit CONFIG [--out RUN_DIR] [key=value ...]
+    lrc fit --resume RUN_DIR [trainer.key=value ...]
     lrc test CONFIG --ckpt PATH [--out RUN_DIR] [key=value ...]
     lrc data synth OUT_DIR [--videos N] [--seed S]
+    lrc data check ANNOTATIONS... [--report FILE] [--size S] [--timeout-s T]
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint) with every problem printed, 1 anything
-unexpected (with the traceback, since that is a bug to report).
+unexpected (with the traceback, since that is a bug to report); a fit stopped by SIGINT or SIGTERM saves a
+checkpoint and exits 130 or 143 (128 + the signal) with the command that resumes it.
 """
 
 from __future__ import annotations
@@ -43,9 +46,23 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from lrc.config import load_config
-    from lrc.run import fit
+    from lrc.run import fit, resume
 
-    run_dir, metrics = fit(load_config(args.config, args.overrides), out=args.out)
+    if args.resume:
+        # `lrc fit --resume RUN_DIR a=b`: argparse hands the first override over as CONFIG
+        if args.config is not None and "=" not in args.config:
+            print(f"error: --resume takes its config from {Path(args.resume) / 'config.yaml'}; drop {args.config}",
+                  file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if args.out:
+            print("error: --resume continues the run in its own dir; drop --out", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        run_dir, metrics = resume(args.resume, ([args.config] if args.config else []) + list(args.overrides))
+    elif args.config is None:
+        print("error: lrc fit needs a CONFIG (or --resume RUN_DIR)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    else:
+        run_dir, metrics = fit(load_config(args.config, args.overrides), out=args.out)
     _report(run_dir, metrics)
     return 0
 
@@ -83,6 +100,20 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from lrc.data.check import check_annotations
+    from lrc.run import write_json
+
+    result = check_annotations(args.annotations, size=args.size, timeout_s=args.timeout_s)
+    print(result.summary())
+    if args.report:
+        write_json(Path(args.report), [vars(s) for s in result.skipped])
+        print(f"report: {args.report}")
+    elif result.skipped:
+        print("(pass --report FILE to save the bad records as JSON, in the format of a run's skipped.json)")
+    return EXIT_BAD_INPUT if result.skipped else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrc", description="Long and rich context video MLLMs: HiCo + TPO as plugins.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -92,15 +123,19 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help='print {"compressors": [...], ...}')
     lst.set_defaults(func=_plugins_list)
 
-    def with_config(name: str, help: str) -> argparse.ArgumentParser:
+    def with_config(name: str, help: str, optional: bool = False) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
-        sp.add_argument("config", help="experiment YAML")
+        sp.add_argument("config", help="experiment YAML", nargs="?" if optional else None)
         sp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.compressor.tokens_per_frame=4")
         return sp
 
     with_config("validate", "check a config without building anything").set_defaults(func=_validate)
-    fit = with_config("fit", "train, then evaluate on val")
+    fit = with_config("fit", "train, then evaluate on val", optional=True)
     fit.add_argument("--out", help="run dir (must not exist or be empty); default runs/NAME/TIMESTAMP")
+    fit.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted run in RUN_DIR from its last.ckpt, at the batch it stopped at "
+                          "(config from RUN_DIR/config.yaml; only trainer.*, run.on_nan, data.num_workers "
+                          "may be overridden)")
     fit.set_defaults(func=_fit)
     test = with_config("test", "evaluate a checkpoint on val")
     test.add_argument("--ckpt", required=True, help="checkpoint file (.ckpt / .pt / .safetensors)")
@@ -120,6 +155,15 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--tasks", default="mcq",
                        help="comma-separated tasks to write: mcq,temporal,region,mask,preference (docs/data.md)")
     synth.set_defaults(func=_synth)
+    check = data.add_parser("check", help="decode every record's video (first/middle/last frame) without training; "
+                                          "exit 2 when any cannot be read")
+    check.add_argument("annotations", nargs="+", help="JSONL annotation file(s)")
+    check.add_argument("--report", help="write the bad records as JSON [{id, video, reason}] (skipped.json format)")
+    check.add_argument("--size", type=int, default=None,
+                       help="decode at this frame side, as training does (default: native size)")
+    check.add_argument("--timeout-s", type=float, default=30.0,
+                       help="give up on a video open/read after this many seconds (data.read_timeout_s)")
+    check.set_defaults(func=_check)
     return p
 
 
@@ -128,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     from lrc.config import ConfigError
     from lrc.data.annotations import AnnotationError
     from lrc.registry import PluginError
-    from lrc.run import RunDirError
+    from lrc.run import Interrupted, RunDirError
 
     p = parser()
     # Overrides may come before or after options (`lrc fit exp.yaml --out d a=b`): argparse stops
@@ -154,9 +198,23 @@ def main(argv: list[str] | None = None) -> int:
     except (PluginError, AnnotationError, CheckpointError, RunDirError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except FloatingPointError as exc:  # lrc.module.NonFiniteLossError: a loss went NaN/inf (run.on_nan=stop)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # data.max_bad_fraction exceeded: bad input. Looked up lazily, since importing lrc.data.dataset
+        # (Lightning) would cost every command seconds; if it was raised, its module is loaded.
+        dataset = sys.modules.get("lrc.data.dataset")
+        if dataset is not None and isinstance(exc, dataset.TooManyBadSamples):
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
 
 
 if __name__ == "__main__":

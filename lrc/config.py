@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class RunConfig:
     name: str = "experiment"  # run dirs go to {root}/{name}/{timestamp}
     root: str = "runs"
     seed: int = 0
+    on_nan: str = "stop"  # a non-finite loss: stop (with the step and sample ids) | skip the batch
 
 
 @dataclass
@@ -67,6 +69,8 @@ class DataConfig:
     max_length: int = 4096
     cache_frames: bool = False  # keep decoded frames in RAM (deterministic samplers only)
     tasks: Union[list, None] = None  # use only records of these tasks (None: all)
+    read_timeout_s: float = 30.0  # give up on a video open/read after this long; the sample is skipped
+    max_bad_fraction: float = 0.05  # stop the run when more than this fraction of a split is unreadable
 
 
 @dataclass
@@ -124,6 +128,7 @@ PLUGIN_SLOTS: dict[str, Registry] = {
 }
 COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
 DPO_REFERENCES = ("frozen_copy", "lora_disabled")
+ON_NAN = ("stop", "skip")
 
 
 def head_slots(cfg: dict[str, Any]) -> dict[str, Registry]:
@@ -162,7 +167,7 @@ class LoadedConfig:
     sources: dict[str, str]  # dotted key -> file (or "command line") that last set it
 
     def source(self, key: str) -> str:
-        parts = key.split(".")
+        parts = str(key).split(".")
         for n in range(len(parts), 0, -1):
             found = self.sources.get(".".join(parts[:n]))
             if found:
@@ -320,6 +325,9 @@ def check_plugin(registry: Registry, slot: str, node: Any, where: Any) -> tuple[
     if not isinstance(node, dict) or "name" not in node:
         return [f"{where(slot)}: {slot}: must be a mapping with a `name` (one of {', '.join(registry.names())})"], None
     name = node["name"]
+    if not isinstance(name, str):
+        return [f"{where(slot + '.name')}: {slot}.name: must be a registered name (a string), got {name!r}. "
+                f"Known: {', '.join(registry.names())}."], None
     try:
         cls = registry.get(name)
     except PluginError as exc:
@@ -345,6 +353,12 @@ def check_plugin(registry: Registry, slot: str, node: Any, where: Any) -> tuple[
         p = params[n]
         if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in node:
             problems.append(f"{where(slot)}: {slot}.{n}: required by {registry.kind} plugin {name!r} but not set")
+    # a plugin may check its own argument values cheaply (no model built): check_args(args) -> [(key, what)]
+    check_args = getattr(cls, "check_args", None)
+    if not problems and callable(check_args):
+        for key, what in check_args({k: v for k, v in node.items() if k != "name"}):
+            full = f"{slot}.{key}"
+            problems.append(f"{where(full)}: {full}: {what}")
     return problems, cls
 
 
@@ -428,7 +442,7 @@ def _check_heads(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> li
     if isinstance(weights, dict):
         for label in weights:
             if label not in labels:
-                problems.append(f"{where('loss.head_weights.' + label)}: loss.head_weights.{label}: no head "
+                problems.append(f"{where(f'loss.head_weights.{label}')}: loss.head_weights.{label}: no head "
                                 f"model.heads.{label} is configured.{suggest(str(label), sorted(labels))}")
     reference = loss.get("dpo_reference")
     if reference not in DPO_REFERENCES:
@@ -496,6 +510,9 @@ def _check_trainer(node: Any, where: Any) -> list[str]:
 def _check_cross(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> list[str]:
     """Combinations that are individually valid but do not fit together."""
     problems = []
+    on_nan = (cfg.get("run") or {}).get("on_nan", "stop")
+    if on_nan not in ON_NAN:
+        problems.append(f"{where('run.on_nan')}: run.on_nan: {on_nan!r} is not one of {', '.join(ON_NAN)}")
     optim = cfg.get("optim") or {}
     freeze = optim.get("freeze") or []
     lr = optim.get("lr") or {}
@@ -506,7 +523,50 @@ def _check_cross(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> li
     if isinstance(lr, dict):
         for name in lr:
             if name not in COMPONENTS:
-                problems.append(f"{where('optim.lr.' + name)}: optim.lr.{name}: unknown component.{suggest(name, list(COMPONENTS))}")
+                problems.append(f"{where(f'optim.lr.{name}')}: optim.lr.{name}: unknown component.{suggest(str(name), list(COMPONENTS))}")
+    data = cfg.get("data") or {}
+    timeout, bad = data.get("read_timeout_s", 30.0), data.get("max_bad_fraction", 0.05)
+    if type_ok(timeout, float) and not 0 < timeout < math.inf:
+        problems.append(f"{where('data.read_timeout_s')}: data.read_timeout_s: must be a positive number of "
+                        f"seconds, got {timeout!r}")
+    if type_ok(bad, float) and not 0 <= bad <= 1:
+        problems.append(f"{where('data.max_bad_fraction')}: data.max_bad_fraction: must be between 0 and 1 "
+                        f"(0: stop at the first unreadable sample), got {bad!r}")
+    for key in ("batch_size", "eval_batch_size", "max_length"):
+        value = data.get(key)
+        if type_ok(value, int) and value < 1:
+            problems.append(f"{where(f'data.{key}')}: data.{key}: must be at least 1, got {value!r}")
+    if type_ok(data.get("num_workers"), int) and data["num_workers"] < 0:
+        problems.append(f"{where('data.num_workers')}: data.num_workers: must be 0 (load in the main process) or "
+                        f"more, got {data['num_workers']!r}")
+    tasks = data.get("tasks")
+    if isinstance(tasks, list):
+        from lrc.data.annotations import TASKS
+
+        for task in tasks:
+            if task not in TASKS:
+                problems.append(f"{where('data.tasks')}: data.tasks: unknown task {task!r}.{suggest(str(task), list(TASKS))}")
+        if not tasks:
+            problems.append(f"{where('data.tasks')}: data.tasks: an empty list keeps no record; use null for all tasks")
+    # nothing to train: every component frozen, no heads to learn and no LoRA adapters on the LLM
+    model = cfg.get("model") or {}
+    llm = model.get("llm") if isinstance(model.get("llm"), dict) else {}
+    if isinstance(freeze, list) and all(c in freeze for c in COMPONENTS if c != "heads") and not llm.get("lora") \
+            and ("heads" in freeze or not head_slots(cfg)):
+        problems.append(f"{where('optim.freeze')}: optim.freeze: freezes every component ({', '.join(map(str, freeze))}), "
+                        "so nothing would train; unfreeze one, or add LoRA to the LLM (model.llm.lora)")
+    # token dropout acts between decoder layers: a layer index must exist in the LLM
+    dropout = model.get("token_dropout") if isinstance(model.get("token_dropout"), dict) else {}
+    llm_config = llm.get("config") if isinstance(llm.get("config"), dict) else {}
+    n_layers = llm_config.get("num_hidden_layers")
+    if dropout.get("enabled") and type_ok(n_layers, int):
+        from lrc.token_dropout import TokenDropout
+
+        layers = dropout.get("layers", TokenDropout().layers)
+        beyond = [l for l in layers if type_ok(l, int) and l >= n_layers] if isinstance(layers, list) else []
+        if beyond:
+            problems.append(f"{where('model.token_dropout.layers')}: model.token_dropout.layers: {beyond} is beyond the "
+                            f"LLM's {n_layers} layers (model.llm.config.num_hidden_layers); use layers below {n_layers}")
     # HiCo merges clips of clip_len frames: a fixed frame count must be a multiple of it.
     sampler = (cfg.get("data") or {}).get("sampler") or {}
     compressor = (cfg.get("model") or {}).get("compressor") or {}

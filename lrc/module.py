@@ -14,18 +14,28 @@ head k's own loss, on the samples that carry its task only. Every term is logged
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import random
 from collections import defaultdict
 from contextlib import nullcontext
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lrc.data.dataset import Skipped
 from lrc.model import COMPONENTS, MLLMOutput, VideoMLLM, answer_loss, mcq_predictions
 from lrc.tpo import dpo_loss
+
+log = logging.getLogger("lrc")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term was NaN or inf (run.on_nan=stop); the message names the step, samples and terms."""
+
 
 LOSS_DEFAULTS = {"task_weight": 0.1, "spec_weight": 1.0, "head_weights": {}, "dpo_weight": 0.0, "dpo_beta": 0.1,
                  "dpo_reference": "frozen_copy"}
@@ -42,8 +52,14 @@ class VideoMLLMModule(L.LightningModule):
         warmup_ratio: float = 0.03,
         min_lr_ratio: float = 0.0,
         loss: dict[str, Any] | None = None,
+        on_nan: str = "stop",
     ):
         super().__init__()
+        if on_nan not in ("stop", "skip"):
+            raise ValueError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+        self.on_nan = on_nan
+        self.nan_skipped = 0  # batches skipped for a non-finite loss (run.on_nan=skip)
+        self._rng_to_restore: dict[str, Any] | None = None
         self.model = model
         self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
         self.lr = dict(lr)
@@ -68,6 +84,33 @@ class VideoMLLMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         for ref in self._reference:
             ref.to(self.device)
+
+    # -- exact resume: what Lightning's checkpoint does not hold ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        np_state = np.random.get_state()
+        checkpoint["lrc"] = {
+            "nan_skipped": self.nan_skipped,
+            "skipped": [vars(s) for s in self.skipped.values()],
+            # plain tensors and ints only: checkpoints load with weights_only=True
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("lrc") or {}
+        self.nan_skipped = int(state.get("nan_skipped", 0))
+        self.skipped.update({s["id"]: Skipped(**s) for s in state.get("skipped", [])})
+        self._rng_to_restore = state.get("rng")
+
+    def on_train_start(self) -> None:
+        # restored here, not in on_load_checkpoint: creating the train loader's iterator draws from the
+        # global RNG, and an uninterrupted run drew that before the step the checkpoint was taken at
+        rng, self._rng_to_restore = self._rng_to_restore, None
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(tuple(v if not isinstance(v, list) else tuple(v) for v in rng["python"]))
+            kind, keys, *rest = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
 
     # -- losses -----------------------------------------------------------------------------
     def losses(self, batch: dict[str, Any], out: MLLMOutput) -> dict[str, torch.Tensor]:
@@ -124,6 +167,23 @@ class VideoMLLMModule(L.LightningModule):
             return None  # every sample of this batch was unreadable; Lightning skips the step
         out = self.model(batch)
         terms = self.losses(batch, out)
+        finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
+        if not bool(finite.all()):  # one device sync per step
+            bad = {name: float(value.detach().float().sum()) for name, value in terms.items()
+                   if not bool(torch.isfinite(value.detach()).all())}
+            # before any backward or optimizer step: the weights (and the last checkpoint) stay good
+            where = (f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}), "
+                     f"samples {batch.get('ids')}")
+            terms_text = ", ".join(f"{name}={value}" for name, value in bad.items())
+            if self.on_nan == "skip":
+                self.nan_skipped += 1
+                log.warning("non-finite loss at %s: %s; batch skipped (run.on_nan=skip, %d so far)",
+                            where, terms_text, self.nan_skipped)
+                return None
+            raise NonFiniteLossError(
+                f"non-finite loss at {where}: {terms_text}. Training stopped; nothing was saved over the last "
+                "good checkpoint. Lower the learning rates (optim.lr), check these samples' videos and "
+                "annotations, or set run.on_nan=skip to skip such batches.")
         for name, value in terms.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["size"])
         return terms["loss"]

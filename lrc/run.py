@@ -1,12 +1,15 @@
 """``lrc fit`` and ``lrc test``: validate, prepare data, build, train, evaluate, write results.
 
-A run directory holds everything about one run and is never reused:
+A run directory holds everything about one run. It is reused only by ``lrc fit --resume RUN_DIR``,
+which continues an interrupted run from its last.ckpt at the exact batch it stopped at:
 
     config.yaml      the fully resolved config plus the class and package version of every plugin
     checkpoints/     last.ckpt (Lightning checkpoint: weights, optimizer, scheduler, loop state)
     logs/            CSV and TensorBoard logs
-    metrics.json     flat {"val/mcq_acc": ..., "train/time_s": ...}
-    skipped.json     samples whose video could not be read, with the reason
+    metrics.json     flat {"val/mcq_acc": ..., "train/time_s": ...}; its presence marks a finished run
+    interrupted.json written when SIGINT/SIGTERM stopped training (signal, step, epoch, time)
+    skipped.json     samples whose video could not be read, with the reason (also written when a
+                     run stops because more than data.max_bad_fraction of them were bad)
 """
 
 from __future__ import annotations
@@ -14,20 +17,35 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from lrc.config import LoadedConfig, validate
+from lrc.config import ConfigError, LoadedConfig, parse_overrides, validate
 
 log = logging.getLogger("lrc")
 
 
 class RunDirError(FileExistsError):
     pass
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped ``lrc fit`` (lrc/interrupt.py); the CLI exits with 128 + the signal
+    number: 130 for SIGINT, 143 for SIGTERM."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"{signal.Signals(signum).name} received")
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 def make_run_dir(cfg: dict[str, Any], out: str | None) -> Path:
@@ -87,7 +105,7 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
     log.info("corpus ready in %.1fs", time.perf_counter() - t0)
 
 
-def _trainer(cfg: dict[str, Any], run_dir: Path) -> Any:
+def _trainer(cfg: dict[str, Any], run_dir: Path, callbacks: tuple[Any, ...] = ()) -> Any:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -97,8 +115,11 @@ def _trainer(cfg: dict[str, Any], run_dir: Path) -> Any:
         loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tb"))
     except ModuleNotFoundError:  # tensorboard is a dependency, but a trimmed install still trains
         log.warning("tensorboard not installed; writing CSV logs only")
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
-    return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=[checkpoint], **cfg["trainer"])
+    # no version counter: a resumed run writes its progress to the same last.ckpt (not last-v1.ckpt)
+    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
+                                 enable_version_counter=False)
+    return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=[checkpoint, *callbacks],
+                     **cfg["trainer"])
 
 
 def _build(cfg: dict[str, Any]):
@@ -123,23 +144,121 @@ def _finish(run_dir: Path, module: Any, metrics: dict[str, float]) -> dict[str, 
     return metrics
 
 
+@contextmanager
+def _report_when_too_many_bad(run_dir: Path, module: Any) -> Iterator[None]:
+    """A run stopped by data.max_bad_fraction still leaves RUN_DIR/skipped.json, written before the
+    error reaches the user so that its message can point at the file."""
+    from lrc.data.dataset import TooManyBadSamples
+
+    try:
+        yield
+    except TooManyBadSamples as exc:
+        found = dict(module.skipped)
+        for s in exc.skipped:  # the batch that tipped it over has not reached the module yet
+            found.setdefault(s.id, s)
+        write_json(run_dir / "skipped.json", [vars(s) for s in found.values()])
+        exc.report = run_dir / "skipped.json"
+        raise
+
+
 def fit(loaded: LoadedConfig, out: str | None = None) -> tuple[Path, dict[str, float]]:
     cfg = validate(loaded)
     ensure_corpus(cfg)
     run_dir = make_run_dir(cfg, out)
     write_resolved_config(run_dir, cfg, loaded)
     log.info("run dir: %s", run_dir)
+    return run_dir, _train(cfg, run_dir)
+
+
+def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict[str, float]:
+    """Train (from ``ckpt`` when resuming), evaluate, write the results. SIGINT/SIGTERM save and stop."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lrc.interrupt import GracefulInterrupt
+
     module, data = _build(cfg)
-    trainer = _trainer(cfg, run_dir)
+    interrupt = GracefulInterrupt(run_dir)
+    trainer = _trainer(cfg, run_dir, callbacks=(interrupt,))
+    how = f"lrc fit --resume {run_dir}"
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    train_time = time.perf_counter() - t0
-    module._val.clear()
-    trainer.validate(module, datamodule=data, verbose=False)
+    try:
+        with interrupt.installed(), _report_when_too_many_bad(run_dir, module):
+            # weights_only: resuming never unpickles code (DESIGN.md)
+            trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
+        train_time = time.perf_counter() - t0
+        module._val.clear()
+        with _report_when_too_many_bad(run_dir, module):
+            trainer.validate(module, datamodule=data, verbose=False)
+    except (Interrupted, SIGTERMException) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
+        name = signal.Signals(signum).name
+        if interrupt.saved:
+            raise Interrupted(signum, f"{name}: stopped after step {trainer.global_step} (epoch "
+                                      f"{trainer.current_epoch}); saved {interrupt.ckpt_path} and "
+                                      f"{run_dir / 'interrupted.json'}. Resume with: {how}") from None
+        raise Interrupted(signum, f"{name}: stopped outside a training step; {run_dir / 'checkpoints'} keeps "
+                                  f"the last saved state. Resume with: {how}") from None
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}
     metrics.update({"train/time_s": round(train_time, 2), "train/steps": float(trainer.global_step),
-                    "train/epochs": float(trainer.current_epoch)})
-    return run_dir, _finish(run_dir, module, metrics)
+                    "train/epochs": float(trainer.current_epoch), "train/nan_skipped": float(module.nan_skipped)})
+    return _finish(run_dir, module, metrics)
+
+
+# Overrides that a resumed run may take: they change neither the model nor the data it trains on.
+RESUMABLE_OVERRIDES = ("trainer.", "run.on_nan", "data.num_workers")
+
+
+def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict[str, float]]:
+    """``lrc fit --resume RUN_DIR``: continue a run in its own dir from checkpoints/last.ckpt, with the
+    config it was started with (RUN_DIR/config.yaml), at the exact batch it stopped at."""
+    run_dir = Path(run_dir)
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        raise RunDirError(f"{run_dir} is not a run dir written by `lrc fit` (it has no config.yaml); --resume takes "
+                          "the folder of an interrupted run.")
+    if (run_dir / "metrics.json").is_file():
+        log.warning("%s already finished (it has metrics.json); nothing to resume", run_dir)
+        return run_dir, json.loads((run_dir / "metrics.json").read_text())
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise RunDirError(f"{run_dir} has no checkpoints/last.ckpt: it stopped before saving anything. Start it "
+                          f"again: lrc fit {saved_path} --out NEW_RUN_DIR")
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False)
+    assert isinstance(saved, dict)
+    provenance = saved.pop("_lrc", None) or {}
+    asked = _flat(parse_overrides(list(overrides)))
+    allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE_OVERRIDES)
+    refused = [f"command line: {key}: a resumed run keeps the model and data it started with (run has "
+               f"{_get(saved, key)!r}, asked for {value!r}); only {allowed} may change. Start a fresh run "
+               "(lrc fit CONFIG) to change it."
+               for key, value in asked.items()
+               if not key.startswith(RESUMABLE_OVERRIDES) and value != _get(saved, key)]
+    if refused:
+        raise ConfigError(refused)
+    merged = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(list(overrides)))
+    source = provenance.get("source")
+    loaded = LoadedConfig(merged, Path(source) if source else None,  # type: ignore[arg-type]
+                          {key: "command line" for key in asked})
+    cfg = validate(loaded)
+    ensure_corpus(cfg)
+    if asked:  # the config the rest of the run trains with
+        write_resolved_config(run_dir, cfg, loaded)
+    log.info("resuming %s from %s", run_dir, ckpt)
+    return run_dir, _train(cfg, run_dir, ckpt)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path, dict[str, float]]:
@@ -157,7 +276,8 @@ def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path,
                          f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the "
                          "config the checkpoint was trained with (its run dir has config.yaml).")
     trainer = _trainer(cfg, run_dir)
-    trainer.validate(module, datamodule=data, verbose=False)
+    with _report_when_too_many_bad(run_dir, module):
+        trainer.validate(module, datamodule=data, verbose=False)
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}
     metrics["checkpoint"] = str(ckpt)  # type: ignore[assignment]
     return run_dir, _finish(run_dir, module, metrics)

@@ -30,7 +30,7 @@ def test_bases_merge_in_order_and_overrides_win(tmp_path):
     exp = write(tmp_path / "exp" / "e.yaml", "base: [../a.yaml, ../b.yaml]\ndata: {num_workers: 0}\n")
     loaded = load_config(exp, ["data.batch_size=7"])
     cfg = loaded.to_container()
-    assert cfg["run"] == {"name": "b", "root": "runs", "seed": 1}
+    assert cfg["run"] == {"name": "b", "root": "runs", "seed": 1, "on_nan": "stop"}
     assert cfg["data"]["batch_size"] == 7
     assert loaded.source("data.batch_size") == "command line"
     assert loaded.source("run.seed").endswith("a.yaml")

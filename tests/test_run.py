@@ -50,7 +50,9 @@ def test_unreadable_videos_are_skipped_counted_and_listed(corpus, tiny_overrides
     for rel in broken:
         (salted / rel).write_bytes(b"")  # zero bytes
     skipped_ids = {r["id"] for r in records if r["video"] in broken}
-    overrides = [o for o in tiny_overrides if not o.startswith("data.root=")] + [f"data.root={salted}"]
+    # 2 of 10 training videos (20 % of the samples): above the default data.max_bad_fraction=0.05
+    overrides = [o for o in tiny_overrides if not o.startswith("data.root=")] + [f"data.root={salted}",
+                                                                                 "data.max_bad_fraction=0.5"]
     run_dir, metrics = fit(load_config(DEMO, overrides), out=str(tmp_path / "run"))
     report = json.loads((run_dir / "skipped.json").read_text())
     assert {r["id"] for r in report} == skipped_ids

@@ -42,17 +42,28 @@ class Record:
 
 _KNOWN = {"id", "video", "conversations", "task", "question_type", "options", "answer", "duration", "fps",
           "spans", "frame", "box", "track", "input_boxes", "rejected"}
+# ``task`` values the reader and the heads understand (docs/data.md); ``data.tasks`` must name these
+TASKS = ("chat", "mcq", "temporal", "region", "mask", "preference")
+VIDEO_PLACEHOLDER = "<video>"
 REGION_PLACEHOLDER = "<region>"
+# records hold one video; an <image> placeholder would become a special token with no media behind it
+UNSUPPORTED_PLACEHOLDERS = ("<image>",)
 
 
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _r(value: Any, limit: int = 80) -> str:
+    """``repr`` for messages, shortened: a corrupt field can hold megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text)} chars)"
+
+
 def box_problem(box: Any) -> str | None:
     """What is wrong with ``box`` as a normalised ``[x1, y1, x2, y2]`` box, or None."""
     if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_number(v) for v in box):
-        return f"must be [x1, y1, x2, y2] (4 numbers), got {box!r}"
+        return f"must be [x1, y1, x2, y2] (4 numbers), got {_r(box)}"
     x1, y1, x2, y2 = box
     if not all(0 <= v <= 1 for v in box):
         return f"must be normalised to [0, 1] (divide pixels by the frame width/height), got {list(box)}"
@@ -68,18 +79,18 @@ def _check_tpo(obj: dict[str, Any], bad: Any) -> None:
     spans = obj.get("spans")
     if spans is not None:
         if not isinstance(spans, list) or not spans:
-            bad("spans", f"must be a non-empty list of [start, end] seconds, got {spans!r}")
+            bad("spans", f"must be a non-empty list of [start, end] seconds, got {_r(spans)}")
         else:
             for i, span in enumerate(spans):
                 if not isinstance(span, (list, tuple)) or len(span) != 2 or not all(_number(v) for v in span):
-                    bad(f"spans[{i}]", f"must be [start, end] in seconds, got {span!r}")
+                    bad(f"spans[{i}]", f"must be [start, end] in seconds, got {_r(span)}")
                 elif not 0 <= span[0] < span[1]:
                     bad(f"spans[{i}]", f"needs 0 <= start < end, got {list(span)}")
                 elif duration is not None and span[1] > duration + 1e-6:
                     bad(f"spans[{i}]", f"ends at {span[1]} s, after the video's duration {duration} s")
     frame = obj.get("frame")
     if frame is not None and (not isinstance(frame, int) or isinstance(frame, bool) or frame < 1):
-        bad("frame", f"must be the 1-based frame number K of the prompt's \"FrameK:\" (an int >= 1), got {frame!r}")
+        bad("frame", f"must be the 1-based frame number K of the prompt's \"FrameK:\" (an int >= 1), got {_r(frame)}")
     if obj.get("box") is not None and (problem := box_problem(obj["box"])):
         bad("box", problem)
     track = obj.get("track")
@@ -131,9 +142,9 @@ def _check_tpo(obj: dict[str, Any], bad: Any) -> None:
                 "input_boxes (one normalised box each), or for a single placeholder a track and a frame")
     rejected = obj.get("rejected")
     if rejected is not None and (not isinstance(rejected, str) or not rejected.strip()):
-        bad("rejected", f"must be a non-empty string (the losing answer), got {rejected!r}")
+        bad("rejected", f"must be a non-empty string (the losing answer), got {_r(rejected)}")
     if rejected is not None and task != "preference":
-        bad("rejected", f'only preference records have a rejected answer; this record\'s task is {task!r}')
+        bad("rejected", f'only preference records have a rejected answer; this record\'s task is {_r(task)}')
     if task == "preference" and rejected is None:
         bad("rejected", "a preference record needs the losing answer in rejected")
     if task == "temporal" and spans is None:
@@ -158,41 +169,110 @@ def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
         bad("(record)", f"must be a JSON object, got {type(obj).__name__}")
         return None
     before = len(problems)
-    if not isinstance(obj.get("id"), (str, int)):
-        bad("id", "missing or not a string")
-    if not isinstance(obj.get("video"), str) or not obj.get("video"):
-        bad("video", "missing or not a path string")
+    rid = obj.get("id")
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool) or rid == "":
+        bad("id", f"missing or not a string (got {_r(rid)})")
     conv = obj.get("conversations")
+    # placeholders against media: exactly one <video> in the human turns, and a video path behind it
+    n_video = 0
     if not isinstance(conv, list) or not conv:
         bad("conversations", "missing or not a non-empty list")
     else:
         for i, turn in enumerate(conv):
             if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
                 bad(f"conversations[{i}]", 'must be {"from": "human"|"gpt", "value": "..."}')
+            elif turn["from"] == "gpt" and VIDEO_PLACEHOLDER in turn["value"]:
+                bad(f"conversations[{i}]", f"a gpt turn contains {VIDEO_PLACEHOLDER}; the placeholder belongs in a human turn")
         if not any(isinstance(t, dict) and t.get("from") == "gpt" for t in conv):
             bad("conversations", "has no gpt turn to learn from")
-        n_video = sum(t.get("value", "").count("<video>") for t in conv if isinstance(t, dict) and isinstance(t.get("value"), str))
-        if n_video != 1:
-            bad("conversations", f"must contain exactly one <video> placeholder, found {n_video}")
+        values = [t["value"] for t in conv if isinstance(t, dict) and isinstance(t.get("value"), str)]
+        n_video = sum(v.count(VIDEO_PLACEHOLDER) for t, v in zip(conv, values)
+                      if isinstance(t, dict) and t.get("from") == "human")
+        if n_video == 0 and isinstance(obj.get("video"), str) and obj.get("video"):
+            bad("conversations", f"the record has a video but no {VIDEO_PLACEHOLDER} placeholder in its human turns; "
+                f"put one where the video goes (e.g. \"{VIDEO_PLACEHOLDER}\\nWhat happens?\")")
+        elif n_video == 0:
+            bad("conversations", f"no {VIDEO_PLACEHOLDER} placeholder in the human turns (exactly one is needed)")
+        elif n_video > 1:
+            bad("conversations", f"found {n_video} {VIDEO_PLACEHOLDER} placeholders; a record holds exactly one video")
+        for tag in UNSUPPORTED_PLACEHOLDERS:
+            if any(tag in v for v in values):
+                bad("conversations", f"{tag} placeholders are not supported (a record holds one video, given by "
+                    f"`video` and {VIDEO_PLACEHOLDER}); remove the {tag}")
+    if not isinstance(obj.get("video"), str) or not obj.get("video"):
+        needs = f"; the conversation's {VIDEO_PLACEHOLDER} placeholder needs one" if n_video else ""
+        bad("video", f"missing or not a path string (got {_r(obj.get('video'))}){needs}")
+    task = obj.get("task", "chat")
+    if not isinstance(task, str):
+        bad("task", f"must be a string, one of {', '.join(TASKS)}; got {_r(task)}")
+    elif task not in TASKS:
+        bad("task", f"unknown task {_r(task)}: use one of {', '.join(TASKS)} (docs/data.md)")
+    for name in ("question_type", "answer"):
+        if obj.get(name) is not None and not isinstance(obj.get(name), str):
+            bad(name, f"must be a string, got {_r(obj.get(name))}")
     options, answer = obj.get("options"), obj.get("answer")
-    if obj.get("task") == "mcq":
+    if task == "mcq":
         if not isinstance(options, list) or len(options) < 2 or not all(isinstance(o, str) and o for o in options):
-            bad("options", "an mcq record needs a list of at least two option letters")
+            bad("options", f"an mcq record needs a list of at least two option letters, got {_r(options)}")
         elif answer not in options:
-            bad("answer", f"{answer!r} is not one of the options {options}")
+            bad("answer", f"{_r(answer)} is not one of the options {_r(options)}")
+    elif options is not None and (not isinstance(options, list) or not all(isinstance(o, str) for o in options)):
+        bad("options", f"must be a list of option strings, got {_r(options)}")
     duration = obj.get("duration")
-    if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
-        bad("duration", f"must be a positive number of seconds, got {duration!r}")
+    if duration is not None and (not _number(duration) or duration <= 0):
+        bad("duration", f"must be a positive number of seconds, got {_r(duration)}")
+    fps = obj.get("fps")
+    if fps is not None and (not _number(fps) or fps <= 0):
+        bad("fps", f"must be a positive number of frames per second, got {_r(fps)}")
     _check_tpo(obj, bad)
     if len(problems) > before:
         return None
     return Record(
-        id=str(obj["id"]), video=Path(obj["video"]), conversations=conv, task=obj.get("task", "chat"),
+        id=str(obj["id"]), video=Path(obj["video"]), conversations=conv, task=task,
         question_type=obj.get("question_type"), options=options, answer=answer, duration=duration,
         extra={k: v for k, v in obj.items() if k not in _KNOWN},
         spans=obj.get("spans"), frame=obj.get("frame"), box=obj.get("box"), track=obj.get("track"),
         input_boxes=obj.get("input_boxes"), rejected=obj.get("rejected"),
     )
+
+
+class _LineProblem(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _LineProblem(f"{name} is not valid JSON; write null or a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _LineProblem(f"number {text[:40]} is out of range for a float")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _LineProblem(f"key {_r(k)} appears twice in one object")
+        out[k] = v
+    return out
+
+
+def _parse_line(line: str) -> tuple[Any, str | None]:
+    """Strict JSON of one line: (value, None), or (None, what is wrong)."""
+    try:
+        return json.loads(line, parse_constant=_no_constant, parse_float=_finite_float,
+                          object_pairs_hook=_unique_keys), None
+    except _LineProblem as exc:
+        return None, str(exc)
+    except json.JSONDecodeError as exc:
+        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "not valid JSON (nested too deeply)"
+    except ValueError as exc:  # e.g. an integer longer than Python's digit limit
+        return None, f"not valid JSON ({str(exc).split(';')[0][:120]})"
 
 
 def load_annotations(path: Path | str, media_root: Path | str | None = None) -> list[Record]:
@@ -204,21 +284,29 @@ def load_annotations(path: Path | str, media_root: Path | str | None = None) -> 
     records: list[Record] = []
     problems: list[str] = []
     seen: dict[str, str] = {}
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    # bytes, decoded line by line: one bad byte is a problem of its line, not a crash of the file
+    with path.open("rb") as fh:
+        for line_no, raw in enumerate(fh, 1):
             where = f"{path}:{line_no}"
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"{where}: (line): not valid JSON ({exc.msg} at column {exc.colno})")
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(f"{where}: (line): not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1}); save the file as UTF-8")
+                continue
+            if line_no == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
+            if not line.strip():
+                continue
+            obj, problem = _parse_line(line)
+            if problem:
+                problems.append(f"{where}: (line): {problem}")
                 continue
             rec = _check(obj, where, problems)
             if rec is None:
                 continue
             if rec.id in seen:
-                problems.append(f"{where}: id: {rec.id!r} already used at {seen[rec.id]}")
+                problems.append(f"{where}: id: {_r(rec.id)} already used at {seen[rec.id]}")
                 continue
             seen[rec.id] = where
             rec.source = where

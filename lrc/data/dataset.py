@@ -6,12 +6,18 @@ normalised ``pixel_values [T,3,S,S]`` → prompt with the video spliced in → i
 A sample whose video cannot be read is not an error: ``__getitem__`` returns a *skip marker* with the
 sample id and the reason; the collate function drops it from the batch and passes the marker on, so
 the training module counts and reports it even when workers run in other processes.
+
+The data module watches those markers in the main process (``on_before_batch_transfer``): it logs
+each bad sample once, with its id and reason, and stops the run with ``TooManyBadSamples`` when more
+than ``max_bad_fraction`` of a split's samples are bad, since a run on a mostly broken corpus is
+worth nothing and would otherwise only be noticed at the end.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
@@ -20,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.data.annotations import Record, load_annotations
+from lrc.data.resumable import ResumableLoader
 from lrc.data.tasks import task_targets
 from lrc.data.video import VideoFile, VideoReadError
 from lrc.prompt import IGNORE_INDEX, PromptBuilder, PromptError
@@ -34,6 +41,28 @@ class Skipped:
     reason: str
 
 
+class TooManyBadSamples(RuntimeError):
+    """More than ``data.max_bad_fraction`` of a split could not be used; the run stops.
+
+    ``skipped`` lists every bad sample seen so far; the runner writes them to ``report``
+    (RUN_DIR/skipped.json) and sets it before the error is shown, so the message can name the file.
+    """
+
+    def __init__(self, split: str, bad: int, total: int, threshold: float, skipped: list[Skipped]):
+        self.split, self.bad, self.total, self.threshold = split, bad, total, threshold
+        self.skipped = skipped
+        self.report: Path | None = None
+        super().__init__(split, bad, total, threshold)
+
+    def __str__(self) -> str:
+        where = f"listed with reasons in {self.report}" if self.report else "listed in the log above"
+        return (f"{self.bad} of {self.total} {self.split} samples ({self.bad / self.total:.1%}) could not be used, "
+                f"more than data.max_bad_fraction={self.threshold:g} allows; the run was stopped. They are "
+                f"{where}. Fix, re-encode or remove those files (or their records in the annotations); "
+                "`lrc data check ANNOTATIONS` finds every unreadable video without training. To train on the "
+                "readable rest instead, raise data.max_bad_fraction.")
+
+
 class VideoConversationDataset(Dataset):
     def __init__(
         self,
@@ -45,8 +74,10 @@ class VideoConversationDataset(Dataset):
         std: Sequence[float],
         max_length: int = 4096,
         cache_frames: bool = False,
+        read_timeout_s: float | None = 30.0,
     ):
         self.records = records
+        self.read_timeout_s = read_timeout_s
         self.sampler = sampler
         self.prompts = prompts
         self.image_size = image_size
@@ -64,7 +95,7 @@ class VideoConversationDataset(Dataset):
         key = str(rec.video)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        with VideoFile(rec.video, size=self.image_size) as video:
+        with VideoFile(rec.video, size=self.image_size, timeout_s=self.read_timeout_s) as video:
             indices, timestamps = self.sampler(video.num_frames, video.fps, video.duration)
             frames = video.get_frames(indices)
             duration = video.duration
@@ -77,7 +108,8 @@ class VideoConversationDataset(Dataset):
         try:
             frames, timestamps, duration, indices = self._frames(rec)
         except VideoReadError as exc:
-            log.warning("skipping sample %s (%s): %s", rec.id, rec.video, exc.reason)
+            # logged once per sample by VideoDataModule (main process); here only at debug level
+            log.debug("skipping sample %s (%s): %s", rec.id, rec.video, exc.reason)
             return {"skipped": Skipped(rec.id, str(rec.video), exc.reason)}
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
         pixels = (pixels - self.mean) / self.std
@@ -114,7 +146,7 @@ class VideoConversationDataset(Dataset):
         try:
             targets = task_targets(rec, indices, timestamps, duration, frame_size=tuple(frames.shape[1:3]))
         except ValueError as exc:
-            log.warning("skipping sample %s (%s): %s", rec.id, rec.video, exc)
+            log.debug("skipping sample %s (%s): %s", rec.id, rec.video, exc)
             return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
         if "input_boxes" in targets:  # boxes fed into the prompt at <region>, not a head target
             item["input_boxes"] = targets.pop("input_boxes")
@@ -213,14 +245,25 @@ class VideoDataModule(L.LightningDataModule):
         cache_frames: bool = False,
         pad_id: int = 0,
         tasks: Sequence[str] | None = None,
+        seed: int = 0,
+        read_timeout_s: float | None = 30.0,
+        max_bad_fraction: float = 0.05,
     ):
         """``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
-        studies with and without TPO's task data."""
+        studies with and without TPO's task data. ``seed``: the train order of epoch e is a function
+        of (seed, e), so an interrupted run resumes mid-epoch exactly (lrc/data/resumable.py).
+        ``read_timeout_s``: per video open/read (lrc/data/video.py). ``max_bad_fraction``: stop with
+        ``TooManyBadSamples`` when more than this fraction of a split's samples are bad (0: at the first)."""
         super().__init__()
+        self.seed = seed
+        self._position: dict[str, int] | None = None  # a resumed run's train position (state_dict below)
         self.files = {"train": train_file, "val": val_file}
         self.tasks = set(tasks) if tasks is not None else None
         self.common = dict(sampler=sampler, prompts=prompts, image_size=image_size, mean=mean, std=std,
-                           max_length=max_length, cache_frames=cache_frames)
+                           max_length=max_length, cache_frames=cache_frames, read_timeout_s=read_timeout_s)
+        self.max_bad_fraction = max_bad_fraction
+        self.bad: dict[str, dict[str, Skipped]] = {"train": {}, "val": {}}  # split -> id -> first marker
+        self.seen: dict[str, int] = {"train": 0, "val": 0}  # samples delivered, bad ones included
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -238,6 +281,30 @@ class VideoDataModule(L.LightningDataModule):
             self.datasets[split] = VideoConversationDataset(records, **self.common)
         return self.datasets[split]
 
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Count the batch's skip markers against the split (main process, so worker processes are
+        covered) and stop the run when too many distinct samples are bad."""
+        if not isinstance(batch, dict) or "skipped" not in batch:
+            return batch
+        trainer = getattr(self, "trainer", None)
+        split = "train" if trainer is not None and trainer.training else "val"
+        bad = self.bad[split]
+        self.seen[split] += batch["size"] + len(batch["skipped"])
+        total = len(self.dataset(split))
+        for s in batch["skipped"]:
+            if s.id in bad:
+                continue
+            bad[s.id] = s
+            log.warning("skipping %s sample %s (%s): %s [%d bad of %d seen, %d in the split]",
+                        split, s.id, s.video, s.reason, len(bad), self.seen[split], total)
+        # Distinct bad samples over the split's size, not over the samples seen so far: the first bad
+        # sample of an epoch should not stop a run that allows 5 %. Under DDP each rank counts its own
+        # shard against the full size, so the limit is reached later there (by up to the world size).
+        if total and len(bad) / total > self.max_bad_fraction:
+            skipped = [s for b in self.bad.values() for s in b.values()]
+            raise TooManyBadSamples(split, len(bad), total, self.max_bad_fraction, skipped)
+        return batch
+
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
             self.dataset("train")
@@ -250,7 +317,24 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True, self.batch_size)
+        loader = ResumableLoader(self.dataset("train"), batch_size=self.batch_size, seed=self.seed,
+                                 num_workers=self.num_workers, collate_fn=self.collate,
+                                 persistent_workers=self.num_workers > 0)
+        if self._position is not None:
+            loader.load_state_dict(self._position)
+            self._position = None
+        self._train_loader = loader
+        return loader
+
+    # The train data position travels in the checkpoint through these hooks, which Lightning restores
+    # before it first builds the train loader. (The loader is "stateful" for Lightning too, but Lightning
+    # builds it early to size the LR schedule and then skips handing it its state.)
+    def state_dict(self) -> dict[str, Any]:
+        loader = getattr(self, "_train_loader", None)
+        return {"train_position": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._position = state.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False, self.eval_batch_size)

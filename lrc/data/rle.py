@@ -100,7 +100,8 @@ def check(rle: Any) -> str | None:
     size, counts = rle.get("size"), rle.get("counts")
     if (not isinstance(size, list) or len(size) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-        return f"size must be [height, width] of positive ints, got {size!r}"
+        shown = repr(size) if len(repr(size)) <= 80 else repr(size)[:60] + "..."
+        return f"size must be [height, width] of positive ints, got {shown}"
     if isinstance(counts, str):
         if not counts:
             return "counts is an empty string"

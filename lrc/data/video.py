@@ -7,15 +7,17 @@ decord is fast at random access (it seeks to the nearest key frame) and resizes 
 it is the default. Some files it cannot open or decode (odd containers, broken indexes); PyAV (the
 FFmpeg bindings) reads nearly everything by decoding the stream from the start, which is slow for
 long videos but fine as a fallback. Every failure becomes a ``VideoReadError`` with a short
-``reason``, so the dataset can skip the sample, count it and report it (DESIGN.md, "Data").
+``reason``, so the dataset can skip the sample, count it and report it (DESIGN.md, "Data"). A
+decoder that hangs on a broken file is not waited for longer than ``timeout_s`` (see ``_bounded``).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -130,38 +132,115 @@ def _short(exc: BaseException) -> str:
     return first[:200]
 
 
+
+class VideoReadTimeout(VideoReadError):
+    """An open or read that did not finish within the time limit (``VideoFile(timeout_s=...)``)."""
+
+
+def _bounded(path: str, timeout_s: float | None, work: Callable[[], Any], cleanup: Callable[[], None]) -> Any:
+    """``work()``, but give up after ``timeout_s`` seconds with ``VideoReadTimeout``.
+
+    Why a thread, and what a timeout leaves behind: decord can hang inside one C++ call on a broken
+    file (its issue tracker has get_batch spinning at the end of a truncated stream, and seeks
+    that never return). Python cannot stop a thread, and a thread stuck in C++ never returns to the
+    interpreter to see a flag, so a stuck read cannot be cancelled: we stop *waiting* for it. The
+    worker thread is a daemon (it does not keep the process alive at exit) and, should it ever
+    finish, runs ``cleanup`` itself to close the reader it was using, since the caller has let go of
+    it. The price of a hang is one parked thread and one decoder's memory until the process ends;
+    a run with many such files stops earlier on ``data.max_bad_fraction``. Waiting is possible at
+    all because both decoders release the GIL while in FFmpeg (decord is called through ctypes,
+    PyAV decodes in ``nogil`` sections).
+
+    A subprocess could be killed, but per read it costs a Python start plus a decord import (tenths
+    of a second) and a copy of every frame, and a pool of reader processes needs restart logic
+    when one hangs. A thread costs about 0.1 ms, so every open and read gets one.
+    """
+    if timeout_s is None:
+        return work()
+    lock = threading.Lock()
+    done = threading.Event()
+    state: dict[str, Any] = {"gave_up": False}
+
+    def run() -> None:
+        try:
+            state["value"] = work()
+        except BaseException as exc:  # handed to the waiting thread, which re-raises it
+            state["error"] = exc
+        with lock:
+            done.set()
+            late = state["gave_up"]
+        if late:
+            try:
+                cleanup()
+            except Exception:
+                pass
+
+    threading.Thread(target=run, name=f"lrc-video-read {os.path.basename(path)}", daemon=True).start()
+    if not done.wait(timeout_s):
+        with lock:
+            if not done.is_set():  # it may have finished between the wait and the lock
+                state["gave_up"] = True
+                raise VideoReadTimeout(path, f"timed out after {timeout_s:g}s")
+    if "error" in state:
+        raise state["error"]
+    return state["value"]
+
+
 class VideoFile:
     """One opened video: ``num_frames``, ``fps``, ``duration`` (seconds), ``backend`` and ``get_frames``.
 
     ``size``: when given, frames come out resized to ``size x size`` (aspect ratio is not kept, as
     the InternVL-style vision encoders take square inputs). ``backend``: force "decord" or "pyav";
-    by default decord is tried first and PyAV is the fallback.
+    by default decord is tried first and PyAV is the fallback. ``timeout_s``: the open and each
+    ``get_frames`` call give up after this many seconds with ``VideoReadTimeout`` (a
+    ``VideoReadError`` whose reason is "timed out after Ns"); None waits for ever. Use it as a context
+    manager: the reader is closed on exit, also after an error or a timeout.
     """
 
-    def __init__(self, path: str | os.PathLike, size: int | None = None, backend: str | None = None):
+    def __init__(self, path: str | os.PathLike, size: int | None = None, backend: str | None = None,
+                 timeout_s: float | None = 30.0):
         self._reader: Any = None
-        self._broken: str | None = None  # set when a decode failure left no usable reader
+        self._broken: str | None = None  # set when a failure left no usable reader
         self.path = str(path)
         self.size = size
+        self.timeout_s = timeout_s
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"VideoFile backend must be one of {BACKENDS} or None, got {backend!r}")
         if size is not None and (not isinstance(size, int) or size <= 0):
             raise ValueError(f"VideoFile size must be a positive int or None, got {size!r}")
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < math.inf):
+            raise ValueError(f"VideoFile timeout_s must be a positive number of seconds or None, got {timeout_s!r}")
+        self._order = [backend] if backend else list(BACKENDS)
 
+        # The open, path checks included (a stat on a hung network mount blocks too), is bounded by
+        # timeout_s; a reader that a timed-out open produces later is closed by its own thread.
+        opened: dict[str, Any] = {}
+
+        def close_late() -> None:
+            if opened.get("reader") is not None:
+                opened["reader"].close()
+
+        self._reader = _bounded(self.path, timeout_s, lambda: self._open_first_readable(opened), close_late)
+        self.backend: str = self._reader.name
+        self.num_frames: int = int(self._reader.num_frames)
+        self.fps: float = float(self._reader.fps)
+        self.duration: float = self.num_frames / self.fps
+
+    def _open_first_readable(self, opened: dict[str, Any]) -> Any:
+        """The first backend in order that opens the file with sane metadata (runs in a worker thread)."""
         # Cheap checks first: decoders give confusing messages (or worse) on these.
         p = Path(self.path)
         if not p.exists():
             raise VideoReadError(self.path, "file not found")
-        if not p.is_file():
+        if not p.is_file():  # a directory, or a FIFO/device that could block a decoder forever
             raise VideoReadError(self.path, "not a regular file")
         if p.stat().st_size == 0:
             raise VideoReadError(self.path, "zero bytes")
 
-        self._order = [backend] if backend else list(BACKENDS)
         errors: list[str] = []
         for name in self._order:
             try:
-                reader = _open(name, self.path, size)
+                reader = _open(name, self.path, self.size)
             except VideoReadError as exc:
                 errors.append(exc.reason)
                 continue
@@ -170,17 +249,11 @@ class VideoFile:
                 continue
             problem = self._check_metadata(reader)
             if problem is None:
-                self._reader = reader
-                break
+                opened["reader"] = reader
+                return reader
             reader.close()
             errors.append(problem)
-        if self._reader is None:
-            raise VideoReadError(self.path, self._summarise(errors))
-
-        self.backend: str = self._reader.name
-        self.num_frames: int = int(self._reader.num_frames)
-        self.fps: float = float(self._reader.fps)
-        self.duration: float = self.num_frames / self.fps
+        raise VideoReadError(self.path, self._summarise(errors))
 
     @staticmethod
     def _check_metadata(reader: Any) -> str | None:
@@ -209,33 +282,55 @@ class VideoFile:
         bad = [i for i in indices if not 0 <= i < self.num_frames]
         if bad:
             raise VideoReadError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
+        # The worker thread owns the reader until it returns; after a timeout it keeps it and closes
+        # it when (if) the stuck call comes back, and this file stays broken.
+        held = {"reader": self._reader}
+        self._reader = None
+
+        def close_late() -> None:
+            if held["reader"] is not None:
+                held["reader"].close()
+
         try:
-            frames = self._reader.get_frames(indices)
-        except VideoReadError:
+            frames = _bounded(self.path, self.timeout_s, lambda: self._read(held, indices), close_late)
+        except VideoReadTimeout as exc:
+            self._broken = exc.reason
             raise
-        except Exception as exc:
-            if self._reader.name != "decord" or "pyav" not in self._order:
-                raise VideoReadError(self.path, f"decode failed: {_short(exc)}") from exc
-            # decord opened the file but cannot decode these frames; PyAV decodes from the start
-            # and often gets through. Stay on PyAV for later calls on this file.
-            first_error = _short(exc)
-            self._reader.close()
-            self._reader = None
-            try:
-                self._reader = _PyAVReader(self.path, self.size)
-                self.backend = "pyav"
-                frames = self._reader.get_frames(indices)
-            except VideoReadError as exc2:
-                self._broken = f"{exc2.reason} (decord: {first_error})"
-                raise VideoReadError(self.path, self._broken) from exc
-            except Exception as exc2:
-                self._broken = f"decode failed: decord: {first_error}; pyav: {_short(exc2)}"
-                raise VideoReadError(self.path, self._broken) from exc2
+        except BaseException as exc:
+            self._reader = held["reader"]
+            if self._reader is None:
+                self._broken = exc.reason if isinstance(exc, VideoReadError) else _short(exc)
+            raise
+        self._reader = held["reader"]
+        self.backend = self._reader.name
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != len(indices):
             raise VideoReadError(self.path, f"decode failed: {self.backend} returned frames of shape "
                                  f"{tuple(frames.shape)} and dtype {frames.dtype}, "
                                  f"expected [{len(indices)}, H, W, 3] uint8")
         return frames
+
+    def _read(self, held: dict[str, Any], indices: list[int]) -> np.ndarray:
+        """Decode with the held reader; on a decord failure switch ``held`` to PyAV (worker thread)."""
+        reader = held["reader"]
+        try:
+            return reader.get_frames(indices)
+        except VideoReadError:
+            raise
+        except Exception as exc:
+            if reader.name != "decord" or "pyav" not in self._order:
+                raise VideoReadError(self.path, f"decode failed: {_short(exc)}") from exc
+            # decord opened the file but cannot decode these frames; PyAV decodes from the start
+            # and often gets through. Stay on PyAV for later calls on this file.
+            first_error = _short(exc)
+            reader.close()
+            held["reader"] = None
+            try:
+                held["reader"] = _PyAVReader(self.path, self.size)
+                return held["reader"].get_frames(indices)
+            except VideoReadError as exc2:
+                raise VideoReadError(self.path, f"{exc2.reason} (decord: {first_error})") from exc
+            except Exception as exc2:
+                raise VideoReadError(self.path, f"decode failed: decord: {first_error}; pyav: {_short(exc2)}") from exc2
 
     def close(self) -> None:
         if self._reader is not None:

@@ -91,6 +91,31 @@ class HFCausalLM(nn.Module):
         if lora:
             self.model = wrap_lora(self.model, lora)
 
+    @staticmethod
+    def check_args(args: dict[str, Any]) -> list[tuple[str, str]]:
+        """What ``lrc validate`` can say before building: not both config and pretrained, a known model_type.
+
+        (Neither is left to build time: a shared base such as experiments/base.yaml names neither.)
+        ``model_type`` is looked up in transformers' table of built-in config classes (a name lookup:
+        nothing is imported), so a config can never reach a module by path or run remote code."""
+        config, pretrained = args.get("config"), args.get("pretrained")
+        if config is not None and pretrained is not None:
+            return [("pretrained", "give exactly one of `config` (random init) or `pretrained` (a local path), got "
+                                   "both; over a base that sets `config`, add model.llm.config=null")]
+        if not isinstance(config, dict):
+            return []
+        from transformers import CONFIG_MAPPING
+
+        model_type = config.get("model_type")
+        if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+            import difflib
+
+            close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            return [("config.model_type", f"{model_type!r} is not a model type built into transformers (e.g. qwen2, "
+                                          f"llama); custom code is never imported from a config.{hint}")]
+        return []
+
     @property
     def has_lora(self) -> bool:
         return hasattr(self.model, "disable_adapter")
