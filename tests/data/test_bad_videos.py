@@ -106,20 +106,28 @@ def test_broken_timestamps_still_give_every_frame(salted):
     assert frames.shape == (12, 32, 32, 3) and len({f.tobytes() for f in frames}) == 12
 
 
-def test_open_that_exceeds_the_timeout_is_a_read_error(corpus):
-    # a real file and a limit no decoder can meet: the open is abandoned, not waited for
-    clip = sorted((corpus / "videos").glob("*.mp4"))[0]
+def test_work_that_exceeds_the_timeout_is_abandoned_and_cleans_up_after_itself():
+    """The bound every open and read goes through, on work that really blocks (a decoder stuck in C++
+    looks the same to Python): the caller gets VideoReadTimeout at the limit, and the abandoned work
+    closes its own resources when it finally returns."""
+    from lrc.data.video import _bounded
+
+    release, cleaned = threading.Event(), threading.Event()
     with pytest.raises(VideoReadTimeout) as err:
-        VideoFile(clip, size=32, timeout_s=1e-6)
-    assert isinstance(err.value, VideoReadError) and err.value.reason == "timed out after 1e-06s"
+        _bounded("stuck.mp4", 0.05, lambda: release.wait(30), cleaned.set)
+    assert isinstance(err.value, VideoReadError) and err.value.reason == "timed out after 0.05s"
+    assert not cleaned.is_set()
+    release.set()  # the stuck call returns at last
+    assert cleaned.wait(10)
+    assert _bounded("fine.mp4", 5.0, lambda: 42, cleaned.set) == 42  # within the limit: its value
 
 
 def test_read_that_exceeds_the_timeout_breaks_the_file_and_releases_the_reader(corpus):
     clip = sorted((corpus / "videos").glob("*.mp4"))[0]
     with VideoFile(clip, size=32, timeout_s=30) as video:
-        video.timeout_s = 1e-6
+        video.timeout_s = 1e-6  # decoding every frame takes far longer than a microsecond
         with pytest.raises(VideoReadTimeout, match="timed out"):
-            video.get_frames([0, video.num_frames - 1])
+            video.get_frames(list(range(video.num_frames)))
         with pytest.raises(VideoReadError, match="timed out"):  # no second try on a stuck decoder
             video.get_frames([0])
     assert video._reader is None
