@@ -32,3 +32,20 @@ def pixel_shuffle(tokens: torch.Tensor, scale: float) -> torch.Tensor:
     x = x.reshape(n, round(side * scale), round(side * scale), round(c / (scale * scale)))
     x = x.permute(0, 2, 1, 3).contiguous()
     return x.reshape(n, -1, x.shape[-1])
+
+
+def check_number(plugin: str, name: str, value: object, *, integer: bool = False, minimum: float = 0,
+                 strict: bool = False) -> None:
+    """A plugin constructor argument from YAML: raise ``ValueError("<plugin>: <name> must be ...")`` when
+    it has the wrong type (bools are not numbers here) or lies below ``minimum`` (or at it, ``strict``)."""
+    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if ok and (value > minimum or (value == minimum and not strict)):
+        return
+    what = "integer" if integer else "number"
+    if minimum == 0:
+        bound = f"a positive {what}" if strict else f"a non-negative {what}"
+    elif integer and minimum == 1 and not strict:
+        bound = f"a positive {what}"
+    else:
+        bound = f"{'an' if integer else 'a'} {what} {'>' if strict else '>='} {minimum}"
+    raise ValueError(f"{plugin}: {name} must be {bound}, got {value!r}")

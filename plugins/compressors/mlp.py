@@ -23,13 +23,8 @@ import math
 import torch
 from torch import nn
 
-from lrc.ops import pixel_shuffle
+from lrc.ops import check_number, pixel_shuffle
 from lrc.registry import COMPRESSORS
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"mlp: {name} must be a positive integer, got {value!r}")
 
 
 @COMPRESSORS.register("mlp")
@@ -51,9 +46,9 @@ class MLPCompressor(nn.Module):
     ):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("frame_tokens", frame_tokens), ("clip_len", clip_len)):
-            _check_positive_int(name, value)
+            check_number("mlp", name, value, integer=True, minimum=1)
         if hidden_dim is not None:
-            _check_positive_int("hidden_dim", hidden_dim)
+            check_number("mlp", "hidden_dim", hidden_dim, integer=True, minimum=1)
         if isinstance(shuffle, bool) or not isinstance(shuffle, (int, float)) or not 0 < shuffle <= 1:
             raise ValueError(f"mlp: shuffle must be in (0, 1], e.g. 0.5 (fold 2×2 tokens into one), got {shuffle!r}")
         factor = round(1 / shuffle)

@@ -39,15 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrc.ops import check_number
 from lrc.registry import COMPRESSORS
 
 MODES = ("avg", "max")
 SCOPES = ("spatial", "spatiotemporal")
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"pooling: {name} must be a positive integer, got {value!r}")
 
 
 def _square_side(n: int) -> int | None:
@@ -81,7 +77,7 @@ class PoolingCompressor(nn.Module):
     ):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("clip_len", clip_len), ("tokens_per_frame", tokens_per_frame)):
-            _check_positive_int(name, value)
+            check_number("pooling", name, value, integer=True, minimum=1)
         if mode not in MODES:
             raise ValueError(f"pooling: unknown mode {mode!r}. Set compressor.mode to one of {', '.join(MODES)}.")
         if scope not in SCOPES:

@@ -28,12 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lrc.ops import check_number
 from lrc.registry import COMPRESSORS
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"qformer: {name} must be a positive integer, got {value!r}")
 
 
 class QFormerLayer(nn.Module):
@@ -88,7 +84,7 @@ class QFormerCompressor(nn.Module):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("clip_len", clip_len), ("tokens_per_frame", tokens_per_frame),
                             ("hidden_dim", hidden_dim), ("num_layers", num_layers), ("num_heads", num_heads)):
-            _check_positive_int(name, value)
+            check_number("qformer", name, value, integer=True, minimum=1)
         if hidden_dim % num_heads:
             raise ValueError(
                 f"qformer: hidden_dim ({hidden_dim}) is not divisible by num_heads ({num_heads}); attention splits "

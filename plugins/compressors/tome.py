@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrc.ops import check_number
 from lrc.registry import COMPRESSORS
 
 
@@ -104,11 +105,6 @@ def _bipartite_merge_step(
     return (new_w / new_size).to(x.dtype), new_size, new_origin
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"tome: {name} must be a positive integer, got {value!r}")
-
-
 @COMPRESSORS.register("tome")
 class ToMeCompressor(nn.Module):
     """Merge each clip of ``clip_len`` frames to ``clip_len·tokens_per_frame`` tokens (HiCo level 1).
@@ -130,7 +126,7 @@ class ToMeCompressor(nn.Module):
         super().__init__()
         for name, value in (("in_dim", in_dim), ("clip_len", clip_len),
                             ("tokens_per_frame", tokens_per_frame), ("head_dim", head_dim)):
-            _check_positive_int(name, value)
+            check_number("tome", name, value, integer=True, minimum=1)
         if in_dim % head_dim:
             # The metric reshapes each token to [in_dim // head_dim, head_dim] and averages the groups.
             divisors = [g for g in range(1, min(head_dim, in_dim) + 1) if in_dim % g == 0]

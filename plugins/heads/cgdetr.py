@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrc.heads import HeadBatch
+from lrc.ops import check_number
 from lrc.registry import HEADS
 from lrc.spans import cw_to_se, giou_matrix, grounding_metrics, hungarian_match, paired_giou, se_to_cw
 
@@ -182,18 +183,6 @@ class DecoderLayer(nn.Module):
         return self.norm3(tgt + self.drop(self.ffn(tgt)))
 
 
-def _check(name: str, value: object, kind: type, minimum: float, strict: bool = False) -> None:
-    """Constructor arguments come from YAML: say which key is wrong and what it must be."""
-    if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or value < minimum or (strict and value == minimum):
-        what = "an integer" if kind is int else "a number"
-        bound = f"> {minimum}" if strict else f">= {minimum}"
-        raise ValueError(f"cgdetr: {name} must be {what} {bound}, got {value!r}")
-
-
 @HEADS.register("cgdetr")
 class CGDETRHead(nn.Module):
     """CG-DETR temporal grounding head (TPO ``<temp>``); see the module docstring for the layers.
@@ -233,12 +222,12 @@ class CGDETRHead(nn.Module):
                             ("num_dummies", num_dummies), ("num_heads", num_heads), ("ffn_dim", ffn_dim),
                             ("num_encoder_layers", num_encoder_layers), ("num_decoder_layers", num_decoder_layers),
                             ("num_cross_layers", num_cross_layers)):
-            _check(name, value, int, 1)
-        _check("num_dummy_layers", num_dummy_layers, int, 0)
+            check_number("cgdetr", name, value, integer=True, minimum=1)
+        check_number("cgdetr", "num_dummy_layers", num_dummy_layers, integer=True)
         for name, value in (("span_weight", span_weight), ("giou_weight", giou_weight), ("label_weight", label_weight),
                             ("saliency_weight", saliency_weight), ("saliency_margin", saliency_margin)):
-            _check(name, value, float, 0)
-        _check("eos_weight", eos_weight, float, 0, strict=True)
+            check_number("cgdetr", name, value)
+        check_number("cgdetr", "eos_weight", eos_weight, strict=True)
         if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
             raise ValueError(f"cgdetr: dropout must be in [0, 1), got {dropout!r}")
         if d_model % num_heads or d_model % 2:

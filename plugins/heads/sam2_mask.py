@@ -49,6 +49,7 @@ from torch import nn
 from lrc.checkpoints import CheckpointError, load_state_dict_file
 from lrc.heads import HeadBatch
 from lrc.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
+from lrc.ops import check_number
 from lrc.registry import HEADS
 
 # SAM2 normalises frames with the ImageNet statistics (sam2.utils.misc.load_video_frames).
@@ -217,8 +218,7 @@ class SAM2MaskHead(nn.Module):
         super().__init__()
         sizes = (("hidden_size", hidden_size), ("image_size", image_size), ("adapter_hidden", adapter_hidden))
         for name, value in sizes:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"sam2_mask: {name} must be a positive integer, got {value!r}")
+            check_number("sam2_mask", name, value, integer=True, minimum=1)
         if image_size % IMAGE_SIZE_MULTIPLE:
             raise ValueError(
                 f"sam2_mask: image_size {image_size} is not a multiple of {IMAGE_SIZE_MULTIPLE}; SAM2's Hiera backbone "
@@ -226,12 +226,10 @@ class SAM2MaskHead(nn.Module):
                 f"Use e.g. {max(IMAGE_SIZE_MULTIPLE, image_size // IMAGE_SIZE_MULTIPLE * IMAGE_SIZE_MULTIPLE)} "
                 "(SAM2's own size is 1024)."
             )
-        if isinstance(fill_hole_area, bool) or not isinstance(fill_hole_area, int) or fill_hole_area < 0:
-            raise ValueError(f"sam2_mask: fill_hole_area must be a non-negative integer, got {fill_hole_area!r}")
+        check_number("sam2_mask", "fill_hole_area", fill_hole_area, integer=True)
         weights = dict(prompt=prompt_weight, box=box_weight, dice=dice_weight, bce=bce_weight, focal=focal_weight)
         for name, value in weights.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"sam2_mask: {name}_weight must be a non-negative number, got {value!r}")
+            check_number("sam2_mask", f"{name}_weight", value)
         self.hidden_size = hidden_size
         self.image_size = image_size
         self.freeze_sam = freeze_sam
