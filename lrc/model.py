@@ -131,8 +131,7 @@ class VideoMLLM(nn.Module):
             return p if kept is None else int((kept[b] == p).nonzero()[0, 0])
 
         result.task_logits = self.heads.task_logits(hidden, result.answer_start - 1)
-        frames = [f * self.pixel_std.to(f) + self.pixel_mean.to(f)
-                  for f in batch["pixel_values"].split(batch["frames_per_sample"])]
+        frames = self.frames(batch["pixel_values"], batch["frames_per_sample"])
         result.head_inputs = self.heads.head_batches(batch, hidden, position, result.visual, frames)
         result.head_predictions = {task: self.heads.heads[task](hb) for task, hb in result.head_inputs.items()}
 
@@ -159,9 +158,8 @@ class VideoMLLM(nn.Module):
         (no KV cache): meant for evaluation and demos, not serving.
         """
         visual_all = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
-        frames_all = [f * self.pixel_std.to(f) + self.pixel_mean.to(f)
-                      for f in batch["pixel_values"].split(batch["frames_per_sample"])]
-        begin_to_task = {v: k for k, v in self.heads.begin_ids.items()} if self.heads is not None else {}
+        frames_all = self.frames(batch["pixel_values"], batch["frames_per_sample"])
+        begin_to_task = self.heads.task_of_begin if self.heads is not None else {}
         results = []
         for b in range(batch["input_ids"].shape[0]):
             ids = batch["input_ids"][b, : int(batch["answer_start"][b])].tolist()
@@ -201,13 +199,11 @@ class VideoMLLM(nn.Module):
         head = self.heads.heads[task]
         return head.decode(head(head_batch), head_batch)[0]
 
-    @property
-    def pixel_mean(self) -> torch.Tensor:
-        return torch.tensor(self.encoder.mean, dtype=torch.float32).view(1, 3, 1, 1)
-
-    @property
-    def pixel_std(self) -> torch.Tensor:
-        return torch.tensor(self.encoder.std, dtype=torch.float32).view(1, 3, 1, 1)
+    def frames(self, pixel_values: torch.Tensor, frames_per_sample: list[int]) -> list[torch.Tensor]:
+        """Per sample, the frames as RGB in [0, 1] (the encoder's normalisation undone), for heads."""
+        mean = torch.tensor(self.encoder.mean, dtype=pixel_values.dtype, device=pixel_values.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.encoder.std, dtype=pixel_values.dtype, device=pixel_values.device).view(1, 3, 1, 1)
+        return list((pixel_values * std + mean).split(frames_per_sample))
 
     def component_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {name: list(getattr(self, name).parameters()) if getattr(self, name) is not None else []

@@ -213,12 +213,12 @@ class VideoMLLMModule(L.LightningModule):
             head = heads.heads[task]
             for name, values in head.metrics(head.decode(predictions, inputs), inputs.targets).items():
                 self._val[f"{task}/{name}"] += [float(v) for v in values]
-        begin_ids = set(heads.begin_ids.values())
+        begin_ids = torch.tensor(sorted(heads.task_of_begin), device=out.labels.device)
         for b in range(batch["size"]):
             # the routing token is a label; the logit one position before it must name it
             row = out.labels[b]
-            for p in ((row[1:] != -100) & torch.isin(row[1:], torch.tensor(sorted(begin_ids)))).nonzero().flatten().tolist():
-                task = heads.tasks[list(heads.begin_ids.values()).index(int(row[p + 1]))]
+            for p in torch.isin(row[1:], begin_ids).nonzero().flatten().tolist():
+                task = heads.task_of_begin[int(row[p + 1])]
                 self._val[f"{task}/route_acc"].append(float(out.logits[b, p].argmax() == row[p + 1]))
 
     def on_validation_epoch_start(self) -> None:

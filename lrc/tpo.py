@@ -45,6 +45,7 @@ class TaskHeads(nn.Module):
         self.tasks = list(heads)
         self.token_ids = dict(token_ids)
         self.begin_ids = dict(begin_ids or {})
+        self.task_of_begin = {token: task for task, token in self.begin_ids.items()}
         self.labels = dict(labels or {t: t for t in heads})
         self.region_token_id = region_token_id
         self.task_embeddings = nn.Embedding(len(heads), hidden_size)
