@@ -45,12 +45,23 @@ def corpus_root(cfg: dict[str, Any]) -> Path:
 def build_tokenizer(cfg: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
 
-    path = cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or corpus_root(cfg) / "tokenizer"
+    path = (cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or init_tokenizer(cfg)
+            or corpus_root(cfg) / "tokenizer")
     if not Path(path).exists():
         raise FileNotFoundError(
             f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
             f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), extra_tokens=head_tokens(cfg))
+
+
+def init_tokenizer(cfg: dict[str, Any]) -> str | None:
+    """The tokenizer that came with model.init's checkpoint: a model folder's own files, or an lrc
+    export's tokenizer/ (so a model keeps the token ids its embeddings were trained with)."""
+    path = ((cfg["model"].get("init") or {}).get("path")) or ""
+    for folder in (Path(path), Path(path) / "tokenizer"):
+        if path and (folder / "tokenizer_config.json").is_file():
+            return str(folder)
+    return None
 
 
 def head_classes(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +104,14 @@ def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
         problems = schedule.problems(getattr(llm, "num_layers", None))
         if problems:
             raise ValueError("model.token_dropout: " + "; ".join(problems))
-    return VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
-                     token_dropout=schedule, heads=build_heads(cfg, tokenizer, llm.hidden_size))
+    model = VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
+                      token_dropout=schedule, heads=build_heads(cfg, tokenizer, llm.hidden_size))
+    # model.init: weights from an lrc run/export or an InternVL checkpoint, over the built model
+    # (lrc/pretrained.py; how stage 2 starts from stage 1, docs/checkpoints.md)
+    from lrc.pretrained import apply_init
+
+    apply_init(model, m.get("init"))
+    return model
 
 
 def build_heads(cfg: dict[str, Any], tokenizer: Any, hidden_size: int) -> Any:

@@ -84,6 +84,9 @@ class ModelConfig:
     # TPO heads (lrc/tpo.py): label -> head plugin slot, e.g. {temporal: {name: cgdetr}}; a label set
     # to null removes that head (model.heads.mask=null)
     heads: dict = field(default_factory=dict)
+    # weights loaded after the model is built (lrc/pretrained.py, docs/checkpoints.md): an lrc run or
+    # export (stage 2 from stage 1), a transformers InternVL folder or an original InternVL2.5 checkpoint
+    init: dict = field(default_factory=lambda: {"path": None, "layout": "auto", "components": None, "strict": True})
 
 
 @dataclass
@@ -409,6 +412,7 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     problems += _check_heads(cfg, classes, where)
 
     problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
+    problems += _check_init((cfg.get("model") or {}).get("init"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
     problems += _check_cross(cfg, classes, where)
     if problems:
@@ -477,6 +481,13 @@ def _check_token_dropout(node: Any, where: Any) -> list[str]:
         return problems
     schedule = TokenDropout(**{k: v for k, v in node.items() if k != "enabled"})
     return [f"{where(key)}: {key}: {p}" for p in schedule.problems()]
+
+
+def _check_init(node: Any, where: Any) -> list[str]:
+    from lrc.pretrained import check_init
+
+    return [f"{where(f'model.init.{k}' if k else 'model.init')}: model.init{'.' + k if k else ''}: {what}"
+            for k, what in check_init(node)]
 
 
 def token_dropout_schedule(cfg: dict[str, Any]) -> Any:
