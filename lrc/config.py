@@ -115,13 +115,31 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
 
 
+@dataclass
+class DistributedConfig:
+    """Processes, devices and how they share the model: the one shared block (experiments/base.yaml),
+    turned into Lightning's accelerator, strategy and precision by lrc/distributed.py (docs/distributed.md).
+    The global batch is data.batch_size × devices × num_nodes (× trainer.accumulate_grad_batches)."""
+
+    strategy: str = "auto"  # auto | ddp | fsdp | deepspeed
+    accelerator: str = "auto"  # auto (cuda when available, else cpu) | cpu | cuda | gpu
+    devices: Union[int, str, list] = 1  # processes per node: a count, -1 or "auto" (every GPU), or GPU ids
+    num_nodes: int = 1
+    precision: str = "auto"  # auto: bf16-mixed on CUDA (16-mixed without bf16), 32-true on CPU
+    activation_checkpointing: bool = False  # recompute ViT and LLM decoder blocks in backward (§3.5 memory)
+    fsdp_sharding: str = "full"  # fsdp: full | shard_grad_op | hybrid | no_shard
+    zero_stage: int = 2  # deepspeed: ZeRO stage 1 | 2 | 3
+    offload: bool = False  # fsdp: parameters to CPU; deepspeed: optimizer state (stage >= 2), parameters (3)
+    find_unused_parameters: bool = False  # ddp: some trainable parameters get no gradient in a step
+    backend: Union[str, None] = None  # process group backend; None: nccl on CUDA, gloo on CPU
+    timeout_s: float = 1800.0  # how long a collective waits for the other ranks
+
+
 SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-                             "loss": LossConfig}
-# ``trainer`` is bound to lightning.Trainer's own signature instead of a dataclass.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "accelerator": "auto", "devices": 1, "strategy": "auto", "precision": "32-true", "max_epochs": 1,
-    "log_every_n_steps": 10, "num_sanity_val_steps": 0,
-}
+                             "loss": LossConfig, "distributed": DistributedConfig}
+# ``trainer`` is bound to lightning.Trainer's own signature instead of a dataclass; devices, strategy and
+# precision are not trainer keys but the ``distributed`` block's.
+TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 1, "log_every_n_steps": 10, "num_sanity_val_steps": 0}
 PLUGIN_SLOTS: dict[str, Registry] = {
     "data.sampler": SAMPLERS,
     "model.encoder": ENCODERS,
@@ -414,6 +432,7 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
     problems += _check_init((cfg.get("model") or {}).get("init"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
+    problems += _check_distributed(cfg, where)
     problems += _check_cross(cfg, classes, where)
     if problems:
         raise ConfigError(problems)
@@ -510,12 +529,29 @@ def _check_trainer(node: Any, where: Any) -> list[str]:
     problems = []
     for key in node:
         full = f"trainer.{key}"
-        if key in owned:
+        if key in DISTRIBUTED_KEYS:
+            problems.append(f"{where(full)}: {full}: set distributed.{DISTRIBUTED_KEYS[key]} instead (the shared "
+                            "distributed block, docs/distributed.md)")
+        elif key in owned:
             problems.append(f"{where(full)}: {full}: set by lrc (run dir, CSV/TensorBoard logs, checkpoints); remove it")
         elif key not in params:
             problems.append(f"{where(full)}: {full}: not an argument of lightning.Trainer."
                             f"{suggest(key, [p for p in params if p != 'self'])}")
     return problems
+
+
+# Trainer arguments that the distributed block owns (lrc/distributed.py builds them), and where they went.
+DISTRIBUTED_KEYS = {"accelerator": "accelerator", "devices": "devices", "num_nodes": "num_nodes",
+                    "strategy": "strategy", "precision": "precision"}
+
+
+def _check_distributed(cfg: dict[str, Any], where: Any) -> list[str]:
+    from lrc.distributed import check_distributed
+
+    node = cfg.get("distributed")
+    if not isinstance(node, dict):
+        return []  # reported with the other sections
+    return [f"{where(f'distributed.{k}')}: distributed.{k}: {what}" for k, what in check_distributed(node, cfg)]
 
 
 def _check_cross(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> list[str]:

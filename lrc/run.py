@@ -105,10 +105,14 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
     log.info("corpus ready in %.1fs", time.perf_counter() - t0)
 
 
-def _trainer(cfg: dict[str, Any], run_dir: Path, callbacks: tuple[Any, ...] = ()) -> Any:
+def _trainer(cfg: dict[str, Any], run_dir: Path, model: Any, callbacks: tuple[Any, ...] = ()) -> Any:
+    """The Lightning trainer: lrc's loggers and checkpointing, ``trainer:`` as given, and devices,
+    strategy and precision from the shared ``distributed:`` block (lrc/distributed.py)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    from lrc.distributed import trainer_arguments
 
     loggers = [CSVLogger(str(run_dir), name="logs", version="")]
     try:
@@ -119,7 +123,7 @@ def _trainer(cfg: dict[str, Any], run_dir: Path, callbacks: tuple[Any, ...] = ()
     checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
                                  enable_version_counter=False)
     return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=[checkpoint, *callbacks],
-                     **cfg["trainer"])
+                     **trainer_arguments(cfg["distributed"], model), **cfg["trainer"])
 
 
 def _build(cfg: dict[str, Any]):
@@ -174,11 +178,13 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
     """Train (from ``ckpt`` when resuming), evaluate, write the results. SIGINT/SIGTERM save and stop."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from lrc.distributed import apply_activation_checkpointing
     from lrc.interrupt import GracefulInterrupt
 
     module, data = _build(cfg)
+    apply_activation_checkpointing(module.model, cfg["distributed"])
     interrupt = GracefulInterrupt(run_dir)
-    trainer = _trainer(cfg, run_dir, callbacks=(interrupt,))
+    trainer = _trainer(cfg, run_dir, module.model, callbacks=(interrupt,))
     how = f"lrc fit --resume {run_dir}"
     t0 = time.perf_counter()
     try:
@@ -275,7 +281,7 @@ def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path,
         raise ValueError(f"checkpoint {ckpt} does not match this config's model: {len(missing)} missing keys "
                          f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the "
                          "config the checkpoint was trained with (its run dir has config.yaml).")
-    trainer = _trainer(cfg, run_dir)
+    trainer = _trainer(cfg, run_dir, module.model)
     with _report_when_too_many_bad(run_dir, module):
         trainer.validate(module, datamodule=data, verbose=False)
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}

@@ -28,6 +28,6 @@ def tiny_overrides(corpus, tmp_path) -> list[str]:
         "model.encoder.depth=1", "model.compressor.tokens_per_frame=4",
         "model.llm.config.hidden_size=64", "model.llm.config.intermediate_size=128",
         "model.llm.config.num_hidden_layers=1",
-        f"run.root={tmp_path / 'runs'}", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+        f"run.root={tmp_path / 'runs'}", "trainer.max_epochs=1", "distributed.accelerator=cpu",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     ]

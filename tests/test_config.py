@@ -21,7 +21,7 @@ def write(path: Path, text: str) -> Path:
 def test_demo_config_validates():
     cfg = validate(load_config(DEMO))
     assert cfg["model"]["compressor"]["name"] == "tome"
-    assert cfg["trainer"]["strategy"] == "auto"  # from experiments/base.yaml
+    assert cfg["distributed"]["strategy"] == "auto"  # from experiments/base.yaml
 
 
 def test_bases_merge_in_order_and_overrides_win(tmp_path):
