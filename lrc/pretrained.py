@@ -480,3 +480,82 @@ def check_init(node: Any) -> list[tuple[str, str]]:
     if not isinstance(node.get("strict", True), bool):
         problems.append(("strict", f"expected true or false, got {node.get('strict')!r}"))
     return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# `lrc checkpoint describe`: the model block that builds a checkpoint's architecture
+# ---------------------------------------------------------------------------------------------
+# config keys that describe a file, a hub repo or a training run, not the architecture; vocab_size
+# comes from the tokenizer (the builder passes it)
+_NOT_ARCHITECTURE = {"transformers_version", "architectures", "vocab_size", "_name_or_path", "auto_map", "dtype",
+                     "torch_dtype", "use_bfloat16", "_attn_implementation_autoset", "attn_implementation",
+                     "_attn_implementation", "use_flash_attn", "output_attentions", "output_hidden_states",
+                     "return_dict", "id2label", "label2id", "problem_type", "chunk_size_feed_forward",
+                     "is_encoder_decoder", "_commit_hash"}
+
+
+def _arch(config: Any) -> dict[str, Any]:
+    return {k: v for k, v in config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+
+
+def _vision_from_remote(v: dict[str, Any]) -> dict[str, Any]:
+    """InternVisionConfig (remote code) → transformers' InternVLVisionConfig arguments."""
+    from transformers import InternVLVisionConfig
+
+    args = {k: v[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                              "image_size", "patch_size", "hidden_act", "layer_norm_eps", "norm_type",
+                              "num_channels") if k in v}
+    args.update(attention_bias=v.get("qkv_bias", True), use_qk_norm=v.get("qk_normalization", False),
+                attention_dropout=v.get("attention_dropout", 0.0), projection_dropout=v.get("attention_dropout", 0.0),
+                use_absolute_position_embeddings=True, use_mean_pooling=True)  # no final LayerNorm, as InternViT
+    return _arch(InternVLVisionConfig(**args))
+
+
+def _llm_from_remote(llm: dict[str, Any]) -> dict[str, Any]:
+    """llm_config (remote code) → the hf_causal_lm `config` of the transformers model lrc builds."""
+    from transformers import AutoConfig
+
+    if "internlm2" in " ".join([str(llm.get("model_type", ""))] + list(llm.get("architectures") or [])).lower():
+        args = {k: llm[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps",
+                                    "tie_word_embeddings", "rope_theta", "bos_token_id", "eos_token_id",
+                                    "pad_token_id") if k in llm}
+        args["attention_bias"] = bool(llm.get("bias", False))  # InternLM2's one `bias` flag: wqkv and wo
+        scaling = llm.get("rope_scaling")
+        if scaling:  # InternLM2's dynamic / linear RoPE scaling are transformers' dynamic / linear rope types
+            args["rope_scaling"] = {"rope_type": scaling.get("type", scaling.get("rope_type")),
+                                    "factor": scaling["factor"]}
+        return _arch(AutoConfig.for_model("llama", **args))
+    args = {k: v for k, v in llm.items() if k not in _NOT_ARCHITECTURE and k != "model_type"}
+    return _arch(AutoConfig.for_model(llm["model_type"], **args))
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A ``model:`` block (encoder, projector, llm, init) that builds the architecture of the InternVL
+    checkpoint at ``path``, read from its config.json alone (no weights, no code)."""
+    ckpt = open_checkpoint(path)
+    cfg = ckpt.config
+    layout = detect_layout(ckpt)
+    if not cfg or layout == "lrc":
+        raise CheckpointError(f"{path}: describe reads an InternVL folder's config.json; an lrc checkpoint is described "
+                              "by the config.yaml of its run dir or export")
+    if layout == "internvl_hf":
+        from transformers import InternVLConfig
+
+        full = InternVLConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version")})
+        vision, llm = _arch(full.vision_config), _arch(full.text_config)
+        # whether lm_head shares the embeddings is the top-level model's setting (the LLM inside has no head)
+        llm["tie_word_embeddings"] = bool(getattr(full, "tie_word_embeddings", llm.get("tie_word_embeddings", False)))
+        shuffle, layer = full.downsample_ratio, full.vision_feature_layer
+    else:
+        vision, llm = _vision_from_remote(cfg["vision_config"]), _llm_from_remote(cfg["llm_config"])
+        shuffle, layer = cfg.get("downsample_ratio", 0.5), cfg.get("select_layer", -1)
+    vision.pop("model_type", None)
+    return {
+        "encoder": {"name": "internvl_vit", "config": vision, "pixel_shuffle": shuffle, "select_layer": layer},
+        # HiCo compressors that keep the channel width fit InternVL's projector (docs/checkpoints.md)
+        "compressor": {"name": "tome"},
+        "projector": {"name": "mlp"},
+        "llm": {"name": "hf_causal_lm", "config": llm},
+        "init": {"path": str(path), "layout": layout},
+    }
