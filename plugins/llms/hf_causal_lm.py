@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrc.ops import check_number
 from lrc.registry import LLMS
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,10 @@ class HFCausalLM(nn.Module):
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         lora: dict[str, Any] | None = None,
+        sequence_parallel: int = 1,
     ):
+        """``sequence_parallel``: P > 1 splits each training sequence over groups of P ranks, Ulysses-style
+        (lrc/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``."""
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -72,6 +76,12 @@ class HFCausalLM(nn.Module):
                              f"{'both' if config else 'neither'}. To load weights over a base config that sets `config`, "
                              "add model.llm.config=null.")
         attn = resolve_attn_implementation(attn_implementation)
+        check_number("hf_causal_lm", "sequence_parallel", sequence_parallel, integer=True, minimum=1)
+        self.sequence_parallel = sequence_parallel
+        if sequence_parallel > 1:
+            from lrc.sequence_parallel import register_attention
+
+            attn = register_attention(attn)
         torch_dtype = getattr(torch, dtype) if dtype else None
         if pretrained is not None:
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -87,6 +97,10 @@ class HFCausalLM(nn.Module):
             self.model.resize_token_embeddings(vocab_size)
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        if sequence_parallel > 1:
+            from lrc.sequence_parallel import check_model
+
+            check_model(self.model.config, sequence_parallel)
         self.hidden_size = self.model.config.hidden_size
         if lora:
             self.model = wrap_lora(self.model, lora)
@@ -127,6 +141,15 @@ class HFCausalLM(nn.Module):
                 position_ids: torch.Tensor | None = None, **kwargs: Any):
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False, **kwargs)
+
+    def forward_sequence_parallel(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                                  labels: torch.Tensor | None = None, output_hidden_states: bool = False) -> Any:
+        """This rank's chunk of a sequence-parallel forward (lrc.sequence_parallel.sequence_parallel_forward)."""
+        from lrc.sequence_parallel import sequence_parallel_forward, sequence_parallel_group
+
+        return sequence_parallel_forward(self.model, inputs_embeds, sequence_parallel_group(self.sequence_parallel),
+                                         labels=labels, attention_mask=attention_mask,
+                                         output_hidden_states=output_hidden_states)
 
     def forward_with_token_dropout(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                                    visual_mask: torch.Tensor, schedule: Any, labels: torch.Tensor | None = None,
