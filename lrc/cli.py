@@ -7,6 +7,8 @@
     lrc test CONFIG --ckpt PATH [--out RUN_DIR] [key=value ...]
     lrc data synth OUT_DIR [--videos N] [--seed S]
     lrc data check ANNOTATIONS... [--report FILE] [--size S] [--timeout-s T]
+    lrc export RUN_DIR_OR_CKPT --out DIR [--config CONFIG] [--no-hf-llm]
+    lrc checkpoint describe PATH
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint) with every problem printed, 1 anything
 unexpected (with the traceback, since that is a bug to report); a fit stopped by SIGINT or SIGTERM saves a
@@ -114,6 +116,24 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if result.skipped else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from lrc.export import export
+
+    out = export(args.source, args.out, config=args.config, hf_llm=not args.no_hf_llm)
+    print(f"exported to {out} (see {out / 'README.md'})")
+    return 0
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from lrc.pretrained import describe
+
+    print(f"# the model block for {args.path}: paste it into an experiment (docs/checkpoints.md)")
+    print(OmegaConf.to_yaml(OmegaConf.create({"model": describe(args.path)})), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrc", description="Long and rich context video MLLMs: HiCo + TPO as plugins.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -141,6 +161,19 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--ckpt", required=True, help="checkpoint file (.ckpt / .pt / .safetensors)")
     test.add_argument("--out", help="run dir for the evaluation's outputs")
     test.set_defaults(func=_test)
+
+    exp = sub.add_parser("export", help="write a trained model as a self-contained folder (safetensors, config, "
+                                        "tokenizer, transformers LLM folder, manifest)")
+    exp.add_argument("source", help="a run dir (its config.yaml and checkpoints/last.ckpt) or a checkpoint file")
+    exp.add_argument("--out", required=True, help="export folder (must not exist or be empty)")
+    exp.add_argument("--config", help="the experiment the checkpoint was trained with (default: the run dir's)")
+    exp.add_argument("--no-hf-llm", action="store_true", help="skip the transformers folder of the LLM (DIR/llm)")
+    exp.set_defaults(func=_export)
+    ckpt = sub.add_parser("checkpoint", help="checkpoint tools").add_subparsers(dest="action", required=True)
+    desc = ckpt.add_parser("describe", help="print the model block that builds an InternVL checkpoint's architecture "
+                                            "(reads its config.json only)")
+    desc.add_argument("path", help="a transformers InternVL folder or an original InternVL2.5 / InternVideo2.5 folder")
+    desc.set_defaults(func=_describe)
 
     data = sub.add_parser("data", help="data tools").add_subparsers(dest="action", required=True)
     synth = data.add_parser("synth", help="write the synthetic video corpus (real MP4 files + JSONL)")

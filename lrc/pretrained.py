@@ -494,7 +494,8 @@ _NOT_ARCHITECTURE = {"transformers_version", "architectures", "vocab_size", "_na
                      "is_encoder_decoder", "_commit_hash"}
 
 
-def _arch(config: Any) -> dict[str, Any]:
+def architecture(config: Any) -> dict[str, Any]:
+    """A transformers config's architecture keys (what `hf_causal_lm` / `internvl_vit` take as `config`)."""
     return {k: v for k, v in config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
 
 
@@ -508,7 +509,7 @@ def _vision_from_remote(v: dict[str, Any]) -> dict[str, Any]:
     args.update(attention_bias=v.get("qkv_bias", True), use_qk_norm=v.get("qk_normalization", False),
                 attention_dropout=v.get("attention_dropout", 0.0), projection_dropout=v.get("attention_dropout", 0.0),
                 use_absolute_position_embeddings=True, use_mean_pooling=True)  # no final LayerNorm, as InternViT
-    return _arch(InternVLVisionConfig(**args))
+    return architecture(InternVLVisionConfig(**args))
 
 
 def _llm_from_remote(llm: dict[str, Any]) -> dict[str, Any]:
@@ -525,9 +526,9 @@ def _llm_from_remote(llm: dict[str, Any]) -> dict[str, Any]:
         if scaling:  # InternLM2's dynamic / linear RoPE scaling are transformers' dynamic / linear rope types
             args["rope_scaling"] = {"rope_type": scaling.get("type", scaling.get("rope_type")),
                                     "factor": scaling["factor"]}
-        return _arch(AutoConfig.for_model("llama", **args))
+        return architecture(AutoConfig.for_model("llama", **args))
     args = {k: v for k, v in llm.items() if k not in _NOT_ARCHITECTURE and k != "model_type"}
-    return _arch(AutoConfig.for_model(llm["model_type"], **args))
+    return architecture(AutoConfig.for_model(llm["model_type"], **args))
 
 
 def describe(path: str | Path) -> dict[str, Any]:
@@ -543,7 +544,7 @@ def describe(path: str | Path) -> dict[str, Any]:
         from transformers import InternVLConfig
 
         full = InternVLConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version")})
-        vision, llm = _arch(full.vision_config), _arch(full.text_config)
+        vision, llm = architecture(full.vision_config), architecture(full.text_config)
         # whether lm_head shares the embeddings is the top-level model's setting (the LLM inside has no head)
         llm["tie_word_embeddings"] = bool(getattr(full, "tie_word_embeddings", llm.get("tie_word_embeddings", False)))
         shuffle, layer = full.downsample_ratio, full.vision_feature_layer

@@ -373,3 +373,50 @@ def test_internlm2_wqkv_layout_by_hand():
     torch.testing.assert_close((v @ x).view(kv, dim)[0], wqkv[3 * dim:4 * dim] @ x)
     with pytest.raises(CheckpointError, match="need 18"):
         unpack_internlm2_wqkv(wqkv, 4, 1, 3)
+
+
+# -- SAM2: the released checkpoint format ({"model": state_dict}) -------------------------------------------
+def test_sam2_checkpoint_in_sams_own_format_loads_in_lrc_and_in_sam2(tmp_path):
+    """The file the sam2_mask head reads is exactly what SAM2's own builder reads (sam2.build_sam), and a
+    pickled object hidden beside the weights is refused, never unpickled."""
+    from sam2.build_sam import build_sam2 as sam2_build
+
+    from lrc.registry import HEADS
+
+    make = lambda **kw: HEADS.get("sam2_mask")(hidden_size=32, image_size=128, adapter_hidden=16, **kw)  # noqa: E731
+    torch.manual_seed(0)
+    source = make()
+    perturb(source.sam, seed=11)
+    state = {k: v.contiguous() for k, v in source.sam.state_dict().items()}
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": state}, path)  # how Meta releases sam2*.pt
+
+    torch.manual_seed(1)
+    ours = make(checkpoint=str(path)).sam.state_dict()
+    theirs = sam2_build("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=str(path), device="cpu",
+                        apply_postprocessing=False).state_dict()  # strict load by SAM2 itself
+    assert set(ours) == set(theirs) == set(state)
+    for key in state:
+        assert torch.equal(ours[key], state[key]) and torch.equal(theirs[key], state[key]), key
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    torch.save({"model": state, "extra": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        make(checkpoint=str(tmp_path / "evil.pt"))
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_init_folder_with_a_pickle_payload_is_refused(tiny_overrides, tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "PWNED"), "w"))
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    torch.save({"language_model.lm_head.weight": torch.zeros(2, 2), "x": Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        built(tiny_overrides + [f"model.init.path={folder}", "model.init.layout=internvl_hf"])
+    assert not (tmp_path / "PWNED").exists()
