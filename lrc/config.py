@@ -71,6 +71,8 @@ class DataConfig:
     tasks: Union[list, None] = None  # use only records of these tasks (None: all)
     read_timeout_s: float = 30.0  # give up on a video open/read after this long; the sample is skipped
     max_bad_fraction: float = 0.05  # stop the run when more than this fraction of a split is unreadable
+    # training samples packed into rows of at most max_tokens tokens (lrc/data/packing.py, §3.5)
+    packing: dict = field(default_factory=lambda: {"enabled": False, "max_tokens": 8192, "lookahead": 512})
 
 
 @dataclass
@@ -430,6 +432,7 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     problems += _check_heads(cfg, classes, where)
 
     problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
+    problems += _check_packing(cfg, where)
     problems += _check_init((cfg.get("model") or {}).get("init"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
     problems += _check_distributed(cfg, where)
@@ -500,6 +503,12 @@ def _check_token_dropout(node: Any, where: Any) -> list[str]:
         return problems
     schedule = TokenDropout(**{k: v for k, v in node.items() if k != "enabled"})
     return [f"{where(key)}: {key}: {p}" for p in schedule.problems()]
+
+
+def _check_packing(cfg: dict[str, Any], where: Any) -> list[str]:
+    from lrc.data.packing import check_packing
+
+    return [f"{where(key)}: {key}: {what}" for key, what in check_packing(cfg)]
 
 
 def _check_init(node: Any, where: Any) -> list[str]:

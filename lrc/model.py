@@ -96,6 +96,8 @@ class VideoMLLM(nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> MLLMOutput:
         visual = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        if is_packed(batch):
+            return self._forward_packed(batch, visual)
         embeds = self.splice(batch["input_ids"], visual, batch.get("ids"))
         if self.heads is not None:
             embeds = self.heads.write_task_embeddings(embeds, batch["input_ids"], batch.get("input_boxes"),
@@ -122,6 +124,36 @@ class VideoMLLM(nn.Module):
             hidden = out.hidden
         if self.heads is not None:
             self._run_heads(batch, result, hidden, kept)
+        return result
+
+    def _forward_packed(self, batch: dict[str, Any], visual: list[torch.Tensor]) -> MLLMOutput:
+        """A packed batch (lrc/data/packing.py): one row ``[1, N]`` holding several whole samples.
+
+        The row's ``<IMG_CONTEXT>`` slots are filled in sample order, which is the order of
+        ``torch.cat(visual)``. The LLM gets ``position_ids`` that restart at 0 for every sample and no 2-D
+        mask, which transformers turns into attention within each sample only (a block-diagonal causal
+        mask for SDPA/eager, varlen flash-attention on GPU). Logits and labels stay packed (L_base is a
+        mean over answer tokens, so packing does not change it); TPO heads read each sample's hidden
+        states through its own view of the row."""
+        if self.token_dropout is not None:
+            raise ValueError("token dropout (model.token_dropout) does not support packed batches "
+                             "(data.packing); turn one of them off")
+        ids = batch.get("ids") or []
+        embeds = self.splice(batch["input_ids"], [torch.cat(visual)], [", ".join(ids)])
+        if self.heads is not None:
+            boxes = [b for b in batch.get("input_boxes") or [] if b is not None]
+            embeds = self.heads.write_task_embeddings(embeds, batch["input_ids"], [torch.cat(boxes)] if boxes else None,
+                                                      [", ".join(ids)])
+        out = self.llm(inputs_embeds=embeds, attention_mask=None, position_ids=batch["position_ids"],
+                       output_hidden_states=self.heads is not None)
+        result = MLLMOutput(out.logits, batch["labels"], batch["answer_start"], visual=visual)
+        if self.heads is not None:
+            # sample b's view of the row: its hidden states at row positions (a broadcast view, no copy)
+            # and the row's ids with every other sample's tokens blanked, so heads find only its tokens
+            from lrc.data.packing import per_sample_rows
+
+            view = {**batch, "input_ids": per_sample_rows(batch, batch["input_ids"], fill=-1)}
+            self._run_heads(view, result, out.hidden_states[-1].expand(batch["size"], -1, -1), None)
         return result
 
     def _run_heads(self, batch: dict[str, Any], result: MLLMOutput, hidden: torch.Tensor,
@@ -157,6 +189,8 @@ class VideoMLLM(nn.Module):
         sample ``{"token_ids": [...], "heads": {task: decoded output}}``. Full recompute per step
         (no KV cache): meant for evaluation and demos, not serving.
         """
+        if is_packed(batch):
+            raise ValueError("generate() takes padded batches; packing (data.packing) applies to training only")
         visual_all = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
         frames_all = self.frames(batch["pixel_values"], batch["frames_per_sample"])
         begin_to_task = self.heads.task_of_begin if self.heads is not None else {}
@@ -210,6 +244,11 @@ class VideoMLLM(nn.Module):
                 for name in COMPONENTS}
 
 
+def is_packed(batch: dict[str, Any]) -> bool:
+    """A packed batch (lrc/data/packing.py) carries per-sample position ids and no attention mask."""
+    return batch.get("position_ids") is not None
+
+
 def answer_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """L_base: next-token cross entropy over answer tokens only (labels -100 elsewhere)."""
     shift_logits = logits[:, :-1].float()
@@ -226,6 +265,8 @@ def mcq_predictions(logits: torch.Tensor, batch: dict[str, Any],
     Likelihood scoring restricted to the options, as multiple-choice benchmarks do, so an untrained
     model sits at chance, not at zero.
     """
+    if is_packed(batch):
+        raise ValueError("MCQ scoring takes padded batches; packing (data.packing) applies to training only")
     answer_start = batch["answer_start"] if answer_start is None else answer_start
     preds, golds = [], []
     for b, options in enumerate(batch["option_ids"]):

@@ -16,6 +16,7 @@ worth nothing and would otherwise only be noticed at the end.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -102,6 +103,26 @@ class VideoConversationDataset(Dataset):
         if self._cache is not None:
             self._cache[key] = (frames, timestamps, duration, indices)
         return frames, timestamps, duration, indices
+
+    def num_tokens(self, i: int) -> int:
+        """Sample i's sequence length as ``__getitem__`` will build it, from the video's metadata alone (no
+        frame is decoded): text plus one slot per visual token, i.e. frames × the compressor's tokens per
+        frame, after HiCo compression (lrc/prompt.py). 0 for a sample ``__getitem__`` will skip (unreadable
+        video, bad prompt, longer than ``max_length``). Packing plans with it (lrc/data/packing.py)."""
+        rec = self.records[i]
+        try:
+            key = str(rec.video)
+            if self._cache is not None and key in self._cache:
+                _, timestamps, duration, _ = self._cache[key]
+                num_frames = len(timestamps)
+            else:
+                with VideoFile(rec.video, size=self.image_size, timeout_s=self.read_timeout_s) as video:
+                    num_frames = len(self.sampler(video.num_frames, video.fps, video.duration)[0])
+                    duration = video.duration
+            n = len(self.prompts.encode_conversation(rec.conversations, duration, num_frames, sample_id=rec.id).input_ids)
+        except (VideoReadError, PromptError):
+            return 0
+        return n if n <= self.max_length else 0
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rec = self.records[i]
@@ -248,13 +269,19 @@ class VideoDataModule(L.LightningDataModule):
         seed: int = 0,
         read_timeout_s: float | None = 30.0,
         max_bad_fraction: float = 0.05,
+        packing: dict[str, int] | None = None,
     ):
         """``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
         studies with and without TPO's task data. ``seed``: the train order of epoch e is a function
         of (seed, e), so an interrupted run resumes mid-epoch exactly (lrc/data/resumable.py).
         ``read_timeout_s``: per video open/read (lrc/data/video.py). ``max_bad_fraction``: stop with
-        ``TooManyBadSamples`` when more than this fraction of a split's samples are bad (0: at the first)."""
+        ``TooManyBadSamples`` when more than this fraction of a split's samples are bad (0: at the first).
+        ``packing``: ``{max_tokens, lookahead}`` to pack training samples into rows of at most max_tokens
+        tokens instead of padded batches of ``batch_size`` (lrc/data/packing.py); None: no packing.
+        Validation batches stay padded."""
         super().__init__()
+        self.packing = dict(packing) if packing else None
+        self._train_lengths: list[int] | None = None
         self.seed = seed
         self._position: dict[str, int] | None = None  # a resumed run's train position (state_dict below)
         self.files = {"train": train_file, "val": val_file}
@@ -316,10 +343,27 @@ class VideoDataModule(L.LightningDataModule):
             collate_fn=self.collate, persistent_workers=self.num_workers > 0,
         )
 
+    def train_lengths(self) -> list[int]:
+        """Every train sample's token count (``num_tokens``), measured once, for the packing plan."""
+        if self._train_lengths is None:
+            dataset, began = self.dataset("train"), time.perf_counter()
+            self._train_lengths = [dataset.num_tokens(i) for i in range(len(dataset))]
+            log.info("packing: measured the token counts of %d train samples in %.1f s", len(dataset),
+                     time.perf_counter() - began)
+        return self._train_lengths
+
     def train_dataloader(self) -> DataLoader:
-        loader = ResumableLoader(self.dataset("train"), batch_size=self.batch_size, seed=self.seed,
-                                 num_workers=self.num_workers, collate_fn=self.collate,
-                                 persistent_workers=self.num_workers > 0)
+        workers = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        if self.packing is not None:
+            from lrc.data.packing import PackedLoader
+
+            dataset = self.dataset("train")
+            loader: ResumableLoader = PackedLoader(dataset, self.train_lengths(), seed=self.seed,
+                                                   pad_id=self.collate.pad_id, ids=[r.id for r in dataset.records],
+                                                   **self.packing, **workers)
+        else:
+            loader = ResumableLoader(self.dataset("train"), batch_size=self.batch_size, seed=self.seed,
+                                     collate_fn=self.collate, **workers)
         if self._position is not None:
             loader.load_state_dict(self._position)
             self._position = None

@@ -59,10 +59,13 @@ class EpochShuffleSampler(DistributedSampler):
 
 
 class ResumableLoader(DataLoader):
-    """The train DataLoader over an :class:`EpochShuffleSampler`; its state is (epoch, batches done)."""
+    """The train DataLoader over an :class:`EpochShuffleSampler`; its state is (epoch, batches done).
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, **kwargs: Any):
-        self.order = EpochShuffleSampler(len(dataset), seed)  # type: ignore[arg-type]
+    ``order``: another such sampler to use (lrc/data/packing.py's, which yields whole packs)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int = 0, order: EpochShuffleSampler | None = None,
+                 **kwargs: Any):
+        self.order = order if order is not None else EpochShuffleSampler(len(dataset), seed)  # type: ignore[arg-type]
         super().__init__(dataset, batch_size=batch_size, sampler=self.order, **kwargs)
         self.done_batches = 0
 
@@ -79,6 +82,10 @@ class ResumableLoader(DataLoader):
                 "seed": self.order.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if "packs" in state and type(self) is ResumableLoader:
+            raise ValueError(f"the checkpoint was written by a run with data.packing (its position counts "
+                             f"{state['packs']} packs); this run has packing off. Resume with the same data.packing, "
+                             "or start a fresh run.")
         if state["size"] != self.order.size or state["seed"] != self.order.seed:
             raise ValueError(f"the checkpoint's training data had {state['size']} samples shuffled with seed "
                              f"{state['seed']}; now there are {self.order.size} with seed {self.order.seed}. "
