@@ -79,6 +79,10 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path, metrics: dict) -> None:
+    from lrc.distributed import is_launch_rank_zero
+
+    if not is_launch_rank_zero():  # every rank of a multi-process fit ends here; one report is enough
+        return
     print(f"\nrun dir: {run_dir}")
     for key in sorted(metrics):
         value = metrics[key]
@@ -243,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # data.max_bad_fraction exceeded: bad input. Looked up lazily, since importing lrc.data.dataset
         # (Lightning) would cost every command seconds; if it was raised, its module is loaded.
-        dataset = sys.modules.get("lrc.data.dataset")
-        if dataset is not None and isinstance(exc, dataset.TooManyBadSamples):
+        # Likewise a distributed block this machine or launch cannot serve (lrc/distributed.py).
+        dataset, distributed = sys.modules.get("lrc.data.dataset"), sys.modules.get("lrc.distributed")
+        if (dataset is not None and isinstance(exc, dataset.TooManyBadSamples)) or \
+                (distributed is not None and isinstance(exc, distributed.DistributedSetupError)):
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise

@@ -29,10 +29,11 @@ import os
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 log = logging.getLogger("lrc")
 
@@ -42,6 +43,9 @@ PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
 FSDP_SHARDING = {"full": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "hybrid": "HYBRID_SHARD",
                  "no_shard": "NO_SHARD"}
 ZERO_STAGES = (1, 2, 3)
+# Strategies that Lightning runs on CUDA devices only (its FSDPStrategy refuses accelerator=cpu).
+SHARDED = {"fsdp": "Lightning's FSDP needs CUDA devices; on the CPU use ddp (the model is then not sharded)",
+           "deepspeed": "DeepSpeed needs CUDA devices; on the CPU use ddp (the model is then not sharded)"}
 BACKENDS = ("nccl", "gloo")
 # Lightning's registered strategy names that the block spells differently, and how.
 LIGHTNING_NAMES = {
@@ -123,13 +127,13 @@ def check_distributed(node: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[s
     stage = node.get("zero_stage")
     if _is_int(stage) and stage not in ZERO_STAGES:
         problems.append(("zero_stage", f"DeepSpeed ZeRO stages are 1, 2 and 3, got {stage}"))
+    if strategy in SHARDED and accelerator == "cpu":
+        problems.append(("strategy", SHARDED[strategy]))
     if strategy == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:
             problems.append(("strategy", "deepspeed is not installed. Install it on the GPU machines that train "
                                          "(pip install deepspeed; it builds its CUDA ops on first use), or use "
                                          "strategy: fsdp, which needs nothing beyond torch"))
-        if accelerator == "cpu":
-            problems.append(("strategy", "deepspeed needs CUDA devices; on CPU use ddp or fsdp"))
         if stage == 1 and node.get("offload") is True:
             problems.append(("offload", "ZeRO-Offload needs zero_stage 2 (optimizer state to CPU) or 3 (and "
                                         "parameters); stage 1 cannot offload"))
@@ -220,6 +224,9 @@ def trainer_arguments(node: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise DistributedSetupError("distributed.accelerator asks for CUDA but no CUDA device is visible here; "
                                     "set distributed.accelerator=cpu (or auto) to run on the CPU")
+    if accelerator == "cpu" and node["strategy"] in SHARDED:
+        raise DistributedSetupError(f"distributed.strategy={node['strategy']}: {SHARDED[node['strategy']]}. No CUDA "
+                                    "device is visible here (distributed.accelerator resolved to cpu)")
     precision = resolve_precision(node["precision"], accelerator)
     if accelerator == "cpu" and precision != "32-true":
         raise DistributedSetupError(f"distributed.precision={precision} needs a GPU, and this run is on the CPU "
@@ -290,3 +297,42 @@ def wait_for_files(paths: Iterable[Path], what: str, timeout_s: float = 3600.0, 
             raise DistributedSetupError(f"waited {timeout_s:.0f}s for rank 0 to write {what} "
                                         f"({', '.join(map(str, paths))}); did rank 0 fail? See its log")
         time.sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation shards
+# ---------------------------------------------------------------------------------------------
+class EvalShardSampler(DistributedSampler):
+    """This rank's share of an evaluation split, in order: rank r takes samples r, r + W, r + 2W, ...
+
+    ``even=False`` (DDP): no sample is repeated, so the gathered metrics (lrc/module.py) cover the split
+    exactly once; ranks may run one batch fewer, which DDP allows in evaluation (no collective per
+    batch once the first has synced buffers). ``even=True`` (FSDP, DeepSpeed: every forward gathers
+    parameters, so every rank must run as many batches): shards are padded with the first samples, as
+    torch's DistributedSampler does, and those are counted twice."""
+
+    def __init__(self, size: int, even: bool, num_replicas: int, rank: int):
+        # DistributedSampler.__init__ is not called: it wants a dataset and a process group
+        if size < num_replicas:
+            raise DistributedSetupError(f"the validation split has {size} samples, fewer than the {num_replicas} "
+                                        "ranks: every rank needs at least one; use fewer devices or more data")
+        self.size, self.even, self.num_replicas, self.rank = size, even, num_replicas, rank
+        self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
+        self.total_size = -(-size // num_replicas) * num_replicas if even else size
+        self.num_samples = len(range(rank, self.total_size, num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return (i % self.size for i in range(self.rank, self.total_size, self.num_replicas))
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def eval_sampler(size: int, trainer: Any) -> EvalShardSampler | None:
+    """The evaluation sampler for ``trainer``'s strategy, or None on one process (a plain loader)."""
+    if trainer is None or trainer.world_size == 1:
+        return None
+    from lightning.pytorch.strategies import DDPStrategy
+
+    uneven_ok = type(trainer.strategy) is DDPStrategy  # exactly DDP: DeepSpeed subclasses it
+    return EvalShardSampler(size, even=not uneven_ok, num_replicas=trainer.world_size, rank=trainer.global_rank)

@@ -163,14 +163,14 @@ class VideoMLLMModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._note_skipped(batch)
-        if not batch["size"]:
-            return None  # every sample of this batch was unreadable; Lightning skips the step
+        if self._on_any_rank(not batch["size"]):
+            return None  # every sample of this batch (on some rank) was unreadable; Lightning skips the step
         out = self.model(batch)
         terms = self.losses(batch, out)
         finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
-        if not bool(finite.all()):  # one device sync per step
+        if self._on_any_rank(not bool(finite.all())):  # one device sync per step
             bad = {name: float(value.detach().float().sum()) for name, value in terms.items()
-                   if not bool(torch.isfinite(value.detach()).all())}
+                   if not bool(torch.isfinite(value.detach()).all())} or {"loss on another rank": math.nan}
             # before any backward or optimizer step: the weights (and the last checkpoint) stay good
             where = (f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx}), "
                      f"samples {batch.get('ids')}")
@@ -185,8 +185,19 @@ class VideoMLLMModule(L.LightningModule):
                 "good checkpoint. Lower the learning rates (optim.lr), check these samples' videos and "
                 "annotations, or set run.on_nan=skip to skip such batches.")
         for name, value in terms.items():
-            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["size"])
+            # sync_dist: the logged value is the mean over ranks, the loss that DDP's averaged gradient
+            # descends (docs/distributed.md), not rank 0's share alone
+            self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["size"], sync_dist=True)
         return terms["loss"]
+
+    def _on_any_rank(self, flag: bool) -> bool:
+        """``flag`` OR-ed over ranks. A step that one rank skips (an unreadable batch, a non-finite loss)
+        every rank must skip: otherwise the others wait forever in DDP's gradient all-reduce (or FSDP's
+        parameter gathers) for a rank that took no step."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return flag
+        return bool(trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum") > 0)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._note_skipped(batch)
@@ -225,9 +236,26 @@ class VideoMLLMModule(L.LightningModule):
         self._val.clear()
 
     def on_validation_epoch_end(self) -> None:
+        self._gather_validation()
         metrics = self.summarise_validation()
         for key, value in metrics.items():
+            # every rank holds the whole split's results (gathered above): this sync averages equal values
             self.log(f"val/{key}", value, prog_bar=key in ("mcq_acc", "loss"), sync_dist=True)
+
+    def _gather_validation(self) -> None:
+        """Under several ranks each validated its own shard of the split (lrc/distributed.py
+        EvalShardSampler): gather every rank's per-batch and per-sample results, and the samples it
+        skipped, so that the metrics (on every rank) cover the whole split, not rank 0's shard."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return
+        shards: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(shards, (dict(self._val), self.skipped))
+        self._val = defaultdict(list)
+        for results, skipped in shards:
+            for key, values in results.items():
+                self._val[key] += values
+            self.skipped.update(skipped)
 
     def summarise_validation(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -48,7 +48,36 @@ class Interrupted(Exception):
         return 128 + self.signum
 
 
+SHARED_RUN_DIR_HELP = ("this process is one rank of a multi-process launch, and its ranks cannot agree on a "
+                       "timestamped run dir: pass --out RUN_DIR (on a filesystem every node sees), or launch with "
+                       "torchrun --rdzv-id ID or under SLURM, which name it (docs/distributed.md)")
+
+
 def make_run_dir(cfg: dict[str, Any], out: str | None) -> Path:
+    """A fresh run dir, made by rank 0. Under a multi-process launch every rank runs ``lrc fit`` and
+    must train into the same dir: ranks > 0 take ``--out``, else the dir rank 0 made (Lightning's own
+    launcher starts them with rank 0's environment, lrc.distributed.RUN_DIR_ENV), else one named after the
+    launch (torchrun's rendezvous id, the SLURM job id): a timestamp would differ from rank to rank."""
+    from lrc.distributed import RUN_DIR_ENV, is_launch_rank_zero, launch_run_name, launch_world_size
+
+    base = Path(cfg["run"]["root"]) / cfg["run"]["name"]
+    launched = launch_run_name()
+    if not is_launch_rank_zero():
+        found = out or os.environ.get(RUN_DIR_ENV) or (str(base / launched) if launched else None)
+        if found is None:
+            raise RunDirError(SHARED_RUN_DIR_HELP)
+        Path(found).mkdir(parents=True, exist_ok=True)
+        return Path(found)
+    if out is None and launched:
+        out = str(base / launched)
+    elif out is None and launch_world_size() > 1:
+        raise RunDirError(SHARED_RUN_DIR_HELP)
+    path = _fresh_run_dir(base, out)
+    os.environ[RUN_DIR_ENV] = str(path.resolve())  # for the ranks Lightning's launcher starts from here
+    return path
+
+
+def _fresh_run_dir(base: Path, out: str | None) -> Path:
     if out is not None:
         path = Path(out)
         if path.exists() and any(path.iterdir()):
@@ -56,7 +85,6 @@ def make_run_dir(cfg: dict[str, Any], out: str | None) -> Path:
                               "Pass another --out, or leave --out away to get a fresh timestamped folder.")
         path.mkdir(parents=True, exist_ok=True)
         return path
-    base = Path(cfg["run"]["root"]) / cfg["run"]["name"]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
         path = base / (stamp if n == 0 else f"{stamp}-{n}")
@@ -76,8 +104,13 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_resolved_config(run_dir: Path, cfg: dict[str, Any], loaded: LoadedConfig) -> None:
+    """RUN_DIR/config.yaml, written by rank 0 only."""
     from lrc import __version__
     from lrc.build import plugin_provenance
+    from lrc.distributed import is_launch_rank_zero
+
+    if not is_launch_rank_zero():
+        return
 
     doc = dict(cfg)
     doc["_lrc"] = {"version": __version__, "source": str(loaded.path) if loaded.path else None,
@@ -97,6 +130,12 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
         raise FileNotFoundError(f"{root / d['train']} does not exist. Point data.root at your corpus, or set "
                                 f"data.synth_videos=N to synthesise one there (or run `lrc data synth {root}`).")
     from lrc.data.synth import synthesize
+    from lrc.distributed import is_launch_rank_zero, wait_for_files
+
+    if not is_launch_rank_zero():  # rank 0 synthesises; it writes the annotation files last
+        log.info("waiting for rank 0 to synthesise the corpus in %s", root)
+        wait_for_files([root / d["train"], root / d["val"]], "the synthetic corpus")
+        return
 
     log.info("synthesising %d videos into %s", d["synth_videos"], root)
     t0 = time.perf_counter()
@@ -138,9 +177,12 @@ def _build(cfg: dict[str, Any]):
 
 
 def _finish(run_dir: Path, module: Any, metrics: dict[str, float]) -> dict[str, float]:
+    """skipped.json and metrics.json, by rank 0 only (the module gathered every rank's share of both)."""
     skipped = [vars(s) for s in module.skipped.values()]
-    write_json(run_dir / "skipped.json", skipped)
     metrics["data/skipped"] = float(len(skipped))
+    if not module.trainer.is_global_zero:
+        return metrics
+    write_json(run_dir / "skipped.json", skipped)
     write_json(run_dir / "metrics.json", metrics)
     if skipped:
         log.warning("%d sample(s) skipped because their video could not be read; see %s",

@@ -337,9 +337,9 @@ class VideoDataModule(L.LightningDataModule):
             self.dataset("train")
         self.dataset("val")
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, batch_size: int, sampler: Any = None) -> DataLoader:
         return DataLoader(
-            self.dataset(split), batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            self.dataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
             collate_fn=self.collate, persistent_workers=self.num_workers > 0,
         )
 
@@ -381,4 +381,8 @@ class VideoDataModule(L.LightningDataModule):
         self._position = state.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False, self.eval_batch_size)
+        from lrc.distributed import eval_sampler
+
+        # under several ranks, each evaluates its own shard; lrc/module.py gathers the results
+        sampler = eval_sampler(len(self.dataset("val")), getattr(self, "trainer", None))
+        return self._loader("val", False, self.eval_batch_size, sampler=sampler)

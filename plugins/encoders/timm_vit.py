@@ -47,6 +47,9 @@ class TimmViTEncoder(nn.Module):
             self.vit.load_state_dict(load_state_dict_file(Path(checkpoint)))
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
+        # the repeated blocks: FSDP's wrapping units and what activation checkpointing recomputes
+        # (lrc/distributed.py; transformers models say the same with _no_split_modules)
+        self.block_classes = (type(self.vit.blocks[0]),) if depth else ()
         self.shuffle = pixel_shuffle
         grid = image_size // patch_size
         self.num_tokens = round(grid * grid * pixel_shuffle * pixel_shuffle)
