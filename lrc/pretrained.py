@@ -358,13 +358,14 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", co
     vocab_ids = _vocab_params(model)
     loaded: set[str] = set()
     unexpected, mismatched, skipped = [], [], defaultdict(int)
+    wrong_shape: set[str] = set()
     counts: dict[str, int] = defaultdict(int)
     vocab_notes: dict[str, str] = {}
     with torch.no_grad():
         for key, value in ckpt.tensors():
             for target, tensor in convert(key, value):
                 names = [target] if target in actual else canon.get(canonical(target), [])
-                origin = target if target == key else f"{target} (from {key})"
+                origin = target if key in (target, f"model.{target}") else f"{target} (from {key})"
                 if not names:
                     unexpected.append(origin)
                     continue
@@ -394,8 +395,8 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", co
                         vocab_notes["rows"] = (f"LLM embedding rows {tensor.shape[0]}..{param.shape[0] - 1} (tokens the "
                                                "checkpoint does not have) kept as initialised")
                     else:
-                        mismatched.append(f"{name}: checkpoint {list(tensor.shape)} (from {key}) vs model "
-                                          f"{list(param.shape)}")
+                        mismatched.append(f"{origin}: checkpoint {list(tensor.shape)} vs model {list(param.shape)}")
+                        wrong_shape.add(name)
                         continue
                     loaded.add(name)
                 counts[component] += 1
@@ -403,7 +404,8 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", co
     report.loaded = dict(counts)
     wanted = set(components) if components is not None else set(counts)
     loaded_ids = {id(actual[n]) for n in loaded if n in actual}
-    missing = [n for n in actual if n.split(".")[0] in wanted and n not in loaded and not is_adapter(n)
+    reported = loaded | wrong_shape
+    missing = [n for n in actual if n.split(".")[0] in wanted and n not in reported and not is_adapter(n)
                and id(actual[n]) not in loaded_ids]  # tied weights (lm_head = embeddings) count once
     report.kept_init = [c for c in COMPONENTS if c not in wanted and any(n.split(".")[0] == c for n in actual)]
     if skipped:
@@ -411,8 +413,15 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", co
                  ", ".join(f"{n} tensors of {c}" for c, n in skipped.items()))
 
     problems = []
-    hint_cfg = (f"the config builds a differently sized model than the checkpoint; `lrc checkpoint describe {path}` "
-                "prints model settings that match it")
+    if layout == "lrc":
+        hint_cfg = ("the config builds another model than the one saved; build it with the config the checkpoint was "
+                    "trained with (the run dir's or the export's config.yaml), changing only what may differ "
+                    "(docs/checkpoints.md)")
+        hint_plugins = "the checkpoint comes from another model; use its config.yaml"
+    else:
+        hint_cfg = (f"the config builds a differently sized model than the checkpoint; `lrc checkpoint describe {path}` "
+                    "prints model settings that match it")
+        hint_plugins = "use the plugins InternVL maps onto: encoder internvl_vit, projector mlp, llm hf_causal_lm"
     if mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_examples(mismatched)}. Fix: {hint_cfg}")
     if missing:
@@ -425,8 +434,7 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", co
         why = (" The checkpoint has LoRA adapters but this model has none (or others): configure the same "
                "model.llm.lora, or load `lrc export`'s merged LLM.") if lora else ""
         problems.append(f"{len(unexpected)} checkpoint weight(s) with no place in the model: {_examples(unexpected)}."
-                        f"{why} Fix: check model.init.layout ({layout} was used) and the plugins (encoder "
-                        "internvl_vit, projector mlp, llm hf_causal_lm for InternVL checkpoints)")
+                        f"{why} Fix: check model.init.layout ({layout} was used); {hint_plugins}")
     if problems:
         report.problems = problems
         text = f"model.init: {path} ({layout} layout) does not fit the model built from this config:\n  - " + \
