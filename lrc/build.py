@@ -145,6 +145,7 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
         tasks=d["tasks"], read_timeout_s=d["read_timeout_s"], max_bad_fraction=d["max_bad_fraction"],
         seed=cfg["run"]["seed"],
         packing={k: v for k, v in d["packing"].items() if k != "enabled"} if d["packing"].get("enabled") else None,
+        sequence_parallel=getattr(model.llm, "sequence_parallel", 1),
     )
 
 

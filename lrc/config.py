@@ -436,6 +436,7 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     problems += _check_init((cfg.get("model") or {}).get("init"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
     problems += _check_distributed(cfg, where)
+    problems += _check_sequence_parallel(cfg, where)
     problems += _check_cross(cfg, classes, where)
     if problems:
         raise ConfigError(problems)
@@ -561,6 +562,12 @@ def _check_distributed(cfg: dict[str, Any], where: Any) -> list[str]:
     if not isinstance(node, dict):
         return []  # reported with the other sections
     return [f"{where(f'distributed.{k}')}: distributed.{k}: {what}" for k, what in check_distributed(node, cfg)]
+
+
+def _check_sequence_parallel(cfg: dict[str, Any], where: Any) -> list[str]:
+    from lrc.sequence_parallel import check_config
+
+    return [f"{where(key)}: {key}: {what}" for key, what in check_config(cfg)]
 
 
 def _check_cross(cfg: dict[str, Any], classes: dict[str, Any], where: Any) -> list[str]:

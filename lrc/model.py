@@ -34,6 +34,9 @@ class MLLMOutput:
     task_logits: torch.Tensor | None = None  # [B, 1 + heads] L_task's logits
     head_inputs: dict[str, Any] = field(default_factory=dict)  # task -> lrc.heads.HeadBatch
     head_predictions: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    # sequence parallelism (training): ``logits`` are this rank's chunk of the sequence only, and L_base
+    # comes computed over the whole sequence (lrc/sequence_parallel.py)
+    base_loss: torch.Tensor | None = None
 
 
 class VideoMLLM(nn.Module):
@@ -49,6 +52,14 @@ class VideoMLLM(nn.Module):
         self.llm = llm
         self.heads = heads
         self.img_context_id = img_context_id
+        if token_dropout is not None and self.sequence_parallel > 1:
+            raise ValueError("model.token_dropout does not work with model.llm.sequence_parallel > 1 (dropping tokens "
+                             "between layers would unbalance the ranks' chunks); turn one of them off")
+
+    @property
+    def sequence_parallel(self) -> int:
+        """Ranks that share one training sequence (the LLM's ``sequence_parallel``; 1: none)."""
+        return getattr(self.llm, "sequence_parallel", 1)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -95,6 +106,9 @@ class VideoMLLM(nn.Module):
         return embeds.masked_scatter(slots.unsqueeze(-1), visual_flat)
 
     def forward(self, batch: dict[str, Any]) -> MLLMOutput:
+        if self.training and self.sequence_parallel > 1 and is_packed(batch):
+            raise ValueError("packed batches (data.packing) do not work with model.llm.sequence_parallel > 1; "
+                             "turn one of them off")
         visual = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
         if is_packed(batch):
             return self._forward_packed(batch, visual)
@@ -103,7 +117,14 @@ class VideoMLLM(nn.Module):
             embeds = self.heads.write_task_embeddings(embeds, batch["input_ids"], batch.get("input_boxes"),
                                                       batch.get("ids"))
         want_hidden = self.heads is not None
-        if self.token_dropout is None:
+        if self.training and self.sequence_parallel > 1:
+            # §3.5 long sequences: the LLM runs on this rank's chunk of every sequence (Ulysses); heads
+            # read the gathered last-layer hidden states of the whole sequence
+            out = self.llm.forward_sequence_parallel(embeds, batch["attention_mask"], batch["labels"],
+                                                     output_hidden_states=want_hidden)
+            result = MLLMOutput(out.logits, batch["labels"], batch["answer_start"], visual=visual, base_loss=out.loss)
+            hidden, kept = out.hidden, None
+        elif self.token_dropout is None:
             out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                            output_hidden_states=want_hidden)
             result = MLLMOutput(out.logits, batch["labels"], batch["answer_start"], visual=visual)

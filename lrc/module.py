@@ -116,7 +116,8 @@ class VideoMLLMModule(L.LightningModule):
     def losses(self, batch: dict[str, Any], out: MLLMOutput) -> dict[str, torch.Tensor]:
         """Every term of L_total by name, and ``loss`` = L_total (paper eq. 3; module docstring)."""
         c = self.loss_cfg
-        terms = {"base": answer_loss(out.logits, out.labels)}
+        # under sequence parallelism the model computed L_base across the ranks' chunks itself
+        terms = {"base": out.base_loss if out.base_loss is not None else answer_loss(out.logits, out.labels)}
         total = terms["base"]
         heads = self.model.heads
         if heads is not None and out.task_logits is not None:

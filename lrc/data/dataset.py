@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.data.annotations import Record, load_annotations
-from lrc.data.resumable import ResumableLoader
+from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
 from lrc.data.tasks import task_targets
 from lrc.data.video import VideoFile, VideoReadError
 from lrc.prompt import IGNORE_INDEX, PromptBuilder, PromptError
@@ -270,6 +270,7 @@ class VideoDataModule(L.LightningDataModule):
         read_timeout_s: float | None = 30.0,
         max_bad_fraction: float = 0.05,
         packing: dict[str, int] | None = None,
+        sequence_parallel: int = 1,
     ):
         """``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
         studies with and without TPO's task data. ``seed``: the train order of epoch e is a function
@@ -278,8 +279,11 @@ class VideoDataModule(L.LightningDataModule):
         ``TooManyBadSamples`` when more than this fraction of a split's samples are bad (0: at the first).
         ``packing``: ``{max_tokens, lookahead}`` to pack training samples into rows of at most max_tokens
         tokens instead of padded batches of ``batch_size`` (lrc/data/packing.py); None: no packing.
-        Validation batches stay padded."""
+        Validation batches stay padded. ``sequence_parallel``: ranks that share one training sequence
+        (model.llm.sequence_parallel, lrc/sequence_parallel.py); the train order is sharded over groups
+        of that many ranks, so every rank of a group gets the same batches."""
         super().__init__()
+        self.sequence_parallel = sequence_parallel
         self.packing = dict(packing) if packing else None
         self._train_lengths: list[int] | None = None
         self.seed = seed
@@ -362,8 +366,12 @@ class VideoDataModule(L.LightningDataModule):
                                                    pad_id=self.collate.pad_id, ids=[r.id for r in dataset.records],
                                                    **self.packing, **workers)
         else:
-            loader = ResumableLoader(self.dataset("train"), batch_size=self.batch_size, seed=self.seed,
-                                     collate_fn=self.collate, **workers)
+            from lrc.sequence_parallel import data_parallel_rank
+
+            dataset = self.dataset("train")
+            replica, replicas = data_parallel_rank(self.sequence_parallel)
+            loader = ResumableLoader(dataset, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
+                                     order=EpochShuffleSampler(len(dataset), self.seed, replicas, replica), **workers)
         if self._position is not None:
             loader.load_state_dict(self._position)
             self._position = None
