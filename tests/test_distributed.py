@@ -17,7 +17,7 @@ import torch
 from lrc.config import ConfigError, load_config, validate
 from lrc.distributed import (RUN_DIR_ENV, DistributedSetupError, EvalShardSampler, apply_activation_checkpointing,
                              block_classes, build_strategy, trainer_arguments)
-from lrc.run import RunDirError, fit, make_run_dir
+from lrc.run import RunDirError, make_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "experiments" / "demo" / "tiny.yaml"
@@ -214,15 +214,20 @@ def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tiny_ove
     way. Nothing is random in the forward (no dropout in the tiny towers, token dropout off)."""
     steps = ["trainer.max_steps=3", "trainer.log_every_n_steps=1"]
     overrides = [*tiny_overrides, *steps]
-    single, single_metrics = fit(load_config(DEMO, [*overrides, "data.batch_size=4"]), out=str(tmp_path / "single"))
-
-    ddp = tmp_path / "ddp"
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
     writes = tmp_path / "writes.txt"
     env = {**os.environ, "LRC_TEST_WRITES": str(writes), "OMP_NUM_THREADS": "1"}
     for var in LAUNCH_ENV:
         env.pop(var, None)
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
+    # the reference in a fresh one-thread process too: what earlier tests left in this process (seeds,
+    # thread counts) would change its summation order and, through AdamW, its weights
+    done = subprocess.run([sys.executable, str(driver), "fit", str(DEMO), "--out", str(single), *overrides,
+                           "data.batch_size=4"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single_metrics = json.loads((single / "metrics.json").read_text())
+    writes.unlink()
     # Lightning's own launcher: this one process starts rank 1 by re-running the same command
     done = subprocess.run([sys.executable, str(driver), "fit", str(DEMO), "--out", str(ddp), *overrides,
                            "data.batch_size=2", "distributed.strategy=ddp", "distributed.devices=2"],

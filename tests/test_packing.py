@@ -318,21 +318,24 @@ def test_two_ddp_ranks_train_on_their_own_packs_like_one_process_accumulating_tw
     import subprocess
     import sys
 
-    from lrc.run import fit
-
     overrides = [*tiny_overrides, "data.packing.enabled=true", "data.packing.max_tokens=1024",
                  "data.max_length=512", "data.packing.lookahead=8", "trainer.max_steps=2"]
-    single, _ = fit(load_config(DEMO, [*overrides, "trainer.accumulate_grad_batches=2"]), out=str(tmp_path / "single"))
-
     packs = tmp_path / "packs.jsonl"
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER.format(root=str(DEMO.parents[2])))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")}
-    done = subprocess.run([sys.executable, str(driver), "fit", str(DEMO), "--out", str(tmp_path / "ddp"), *overrides,
-                           "distributed.strategy=ddp", "distributed.devices=2"],
-                          env={**env, "LRC_TEST_PACKS": str(packs), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+
+    def run(out: str, *extra: str) -> None:
+        # both runs in a fresh process with one thread: earlier tests in this process (seeds, thread
+        # counts) would otherwise change the reference's summation order and, through AdamW, its weights
+        done = subprocess.run([sys.executable, str(driver), "fit", str(DEMO), "--out", str(tmp_path / out), *overrides,
+                               *extra], env={**env, "LRC_TEST_PACKS": str(packs), "OMP_NUM_THREADS": "1"},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    run("single", "trainer.accumulate_grad_batches=2")
+    packs.unlink()
+    run("ddp", "distributed.strategy=ddp", "distributed.devices=2")
     seen = [json.loads(line) for line in packs.read_text().splitlines()]
     by_rank = {rank: [i for r, ids in seen if r == rank for i in ids] for rank in ("0", "1")}
     assert by_rank["0"] and by_rank["1"] and not set(by_rank["0"]) & set(by_rank["1"])  # each rank its own packs
