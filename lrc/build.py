@@ -93,7 +93,9 @@ def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
     encoder = instantiate(PLUGIN_SLOTS["model.encoder"], m["encoder"])
     compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim,
                              frame_tokens=encoder.num_tokens)
-    llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer))
+    # the TPO heads' tokens: under LoRA their embedding rows stay trainable (hf_causal_lm.wrap_lora)
+    new_token_ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in head_tokens(cfg))
+    llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer), new_token_ids=new_token_ids)
     projector = instantiate(PLUGIN_SLOTS["model.projector"], m["projector"],
                             in_dim=compressor.out_dim, out_dim=llm.hidden_size)
     schedule = token_dropout_schedule(cfg)

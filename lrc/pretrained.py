@@ -283,11 +283,12 @@ CONVERTERS: dict[str, Callable[[Checkpoint], Converter]] = {
 def canonical(name: str) -> str:
     """A parameter name with peft's wrappers taken out (LoRA on the LLM renames its base weights)."""
     name = name.replace(".base_model.model.", ".", 1)
+    name = name.replace(".token_adapter.base_layer.", ".")  # trainable token rows (wrap_lora)
     return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".").replace(".original_module.", ".")
 
 
 def is_adapter(name: str) -> bool:
-    return ".lora_" in name
+    return ".lora_" in name or ".trainable_tokens_delta." in name
 
 
 @dataclass
@@ -319,6 +320,8 @@ def _vocab_params(model: nn.Module) -> set[int]:
     out = set()
     for getter in ("get_input_embeddings", "get_output_embeddings"):
         module = getattr(llm, getter, lambda: None)() if llm is not None else None
+        # trainable token rows under LoRA (hf_causal_lm.wrap_lora) wrap the embedding: its base holds the rows
+        module = getattr(getattr(module, "token_adapter", None), "base_layer", module)
         if module is not None and getattr(module, "weight", None) is not None:
             out.add(id(module.weight))
     return out

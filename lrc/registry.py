@@ -138,7 +138,7 @@ class Registry:
 ENCODERS = Registry("encoders")
 COMPRESSORS = Registry("compressors", provided=("in_dim", "frame_tokens"))
 PROJECTORS = Registry("projectors", provided=("in_dim", "out_dim"))
-LLMS = Registry("llms", provided=("vocab_size",))
+LLMS = Registry("llms", provided=("vocab_size", "new_token_ids"))
 HEADS = Registry("heads", provided=("hidden_size",))
 SAMPLERS = Registry("samplers", provided=("clip_len",))
 

@@ -59,8 +59,9 @@ def test_stage2_starts_from_stage1_with_new_tokens_heads_and_lora(tiny_overrides
         if name.startswith("llm."):
             continue
         assert torch.equal(s2[name], value), name
-    base = {k.replace(".base_layer.", "."): v for k, v in stage2.llm.model.get_base_model().state_dict().items()
-            if ".lora_" not in k}
+    base = {k.replace(".token_adapter.base_layer.", ".").replace(".base_layer.", "."): v
+            for k, v in stage2.llm.model.get_base_model().state_dict().items()
+            if ".lora_" not in k and ".trainable_tokens_delta." not in k}
     for name, value in stage1.llm.model.state_dict().items():
         got = base[name]
         if got.shape != value.shape:  # embeddings: the first rows are stage 1's, the task-token rows are new

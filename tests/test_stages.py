@@ -115,7 +115,8 @@ def intended(cfg: dict, name: str) -> bool:
     if component in cfg["optim"]["freeze"]:
         return False
     if component == "llm" and cfg["model"]["llm"].get("lora"):
-        return "lora_" in name  # LoRA freezes the LLM's own weights
+        # LoRA freezes the LLM's own weights; the TPO tokens' embedding rows stay trainable (wrap_lora)
+        return "lora_" in name or "trainable_tokens_delta" in name
     if component == "heads" and ".heads.mask.sam." in name:
         return not cfg["model"]["heads"]["mask"].get("freeze_sam", True)
     return True
@@ -200,7 +201,8 @@ def test_stages_chain_and_frozen_weights_stay_bitwise(stage_corpus, tmp_path):
     w0 = {k: v.detach() for k, v in model.state_dict().items()}
 
     def keys(weights, prefix, lora=False):
-        return [k for k in weights if k.startswith(prefix) and ("lora_" in k) == lora]
+        return [k for k in weights if k.startswith(prefix)
+                and ("lora_" in k or "trainable_tokens_delta" in k) == lora]
 
     # stage 1 trains the projector only
     assert all(torch.equal(w1[k], w0[k]) for k in keys(w0, "encoder.") + keys(w0, "llm."))

@@ -139,3 +139,35 @@ def test_heads_are_removable_by_yaml_alone():
     from lrc.config import head_slots
 
     assert head_slots(cfg) == {}
+
+
+def test_under_lora_the_heads_token_rows_train_and_no_other_row(tiny_overrides):
+    """With LoRA the LLM's own weights are frozen, yet it must learn to emit the routing tokens: their
+    embedding rows (input and, untied, output) stay trainable through peft's trainable tokens."""
+    import lightning as L
+
+    from lrc.build import build_model, build_tokenizer
+
+    cfg = validate(load_config(DEMO, [*tiny_overrides, "model.heads.region={name: region, mlp_hidden: 16}",
+                                      "model.llm.lora={r: 4}", "model.llm.config.tie_word_embeddings=false"]))
+    L.seed_everything(0, verbose=False)
+    tok = build_tokenizer(cfg)
+    model = build_model(cfg, tok)
+    new = sorted(tok.convert_tokens_to_ids(t) for t in ("<box>", "<box_begin>", REGION_PLACEHOLDER))
+    llm = model.llm.model
+    before_in = llm.get_input_embeddings().token_adapter.base_layer.weight.detach().clone()
+    before_out = llm.get_output_embeddings().token_adapter.base_layer.weight.detach().clone()
+    trainable = [n for n, p in llm.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert len(trainable) == 2 and all("trainable_tokens_delta" in n for n in trainable)
+
+    params = [p for p in llm.parameters() if p.requires_grad]
+    optim = torch.optim.SGD(params, lr=1.0)
+    ids = torch.tensor([[1, new[1], 5, new[0]]])
+    logits = model.llm(inputs_embeds=model.llm.embed(ids)).logits
+    torch.nn.functional.cross_entropy(logits[0, :-1], torch.tensor([new[1], 5, new[0]])).backward()
+    optim.step()
+    merged = llm.merge_and_unload()
+    for after, before in ((merged.get_input_embeddings().weight, before_in),
+                          (merged.get_output_embeddings().weight, before_out)):
+        changed = (after - before).abs().sum(1).nonzero().flatten().tolist()
+        assert changed and set(changed) <= set(new), changed

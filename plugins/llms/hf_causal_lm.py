@@ -27,15 +27,26 @@ def resolve_attn_implementation(requested: str) -> str:
     return requested
 
 
-def wrap_lora(model: nn.Module, lora: dict[str, Any]) -> nn.Module:
+def wrap_lora(model: nn.Module, lora: dict[str, Any], new_token_ids: tuple[int, ...] = ()) -> nn.Module:
     """peft LoRA on the LLM (TPO stage 2/3 train the LLM through LoRA; paper §3.5).
 
     ``lora`` holds ``peft.LoraConfig`` arguments (``r``, ``lora_alpha``, ``lora_dropout``,
-    ``target_modules`` ...); the base weights are frozen, the new token rows of the embeddings stay
-    trainable only if ``modules_to_save`` names them."""
+    ``target_modules`` ...); the base weights are frozen. The embedding rows of ``new_token_ids`` (the
+    tokens lrc added for the TPO heads) stay trainable through peft's ``trainable_token_indices``, in the
+    input embeddings and, when not tied to them, the output layer: the LLM must learn to *emit* the
+    routing tokens, which frozen random rows would leave to the adapters alone. Setting
+    ``trainable_token_indices`` (or ``modules_to_save``) in ``lora`` yourself replaces that."""
     from peft import LoraConfig, get_peft_model
 
     args = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear", **lora}
+    if new_token_ids and "trainable_token_indices" not in args and not args.get("modules_to_save"):
+        ids = sorted(set(int(i) for i in new_token_ids))
+        if getattr(model.config, "tie_word_embeddings", False):
+            args["trainable_token_indices"] = ids  # the output layer shares the rows
+        else:
+            names = {id(module): name.rsplit(".", 1)[-1] for name, module in model.named_modules()}
+            args["trainable_token_indices"] = {names[id(model.get_input_embeddings())]: ids,
+                                               names[id(model.get_output_embeddings())]: ids}
     try:
         config = LoraConfig(task_type="CAUSAL_LM", **args)
     except TypeError as exc:
@@ -65,6 +76,7 @@ class HFCausalLM(nn.Module):
         gradient_checkpointing: bool = False,
         lora: dict[str, Any] | None = None,
         sequence_parallel: int = 1,
+        new_token_ids: tuple[int, ...] = (),
     ):
         """``sequence_parallel``: P > 1 splits each training sequence over groups of P ranks, Ulysses-style
         (lrc/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``."""
@@ -103,7 +115,7 @@ class HFCausalLM(nn.Module):
             check_model(self.model.config, sequence_parallel)
         self.hidden_size = self.model.config.hidden_size
         if lora:
-            self.model = wrap_lora(self.model, lora)
+            self.model = wrap_lora(self.model, lora, tuple(new_token_ids))
 
     @staticmethod
     def check_args(args: dict[str, Any]) -> list[tuple[str, str]]:
