@@ -156,13 +156,13 @@ def test_validate_refuses_unsupported_combinations():
     assert "2 must divide the number of processes, distributed.devices × num_nodes = 3" in text
 
 
-def test_a_training_forward_without_a_process_group_says_so():
+def test_a_training_forward_without_a_process_group_says_so(tiny_overrides):
     """The model builds with sequence_parallel=2 (nothing distributed at build time); the first training
     forward needs the group and says how to get one."""
     from lrc.build import build_model, build_tokenizer
     from lrc.config import load_config, validate
 
-    cfg = validate(load_config(DEMO, ["model.llm.sequence_parallel=2", "distributed.devices=2",
+    cfg = validate(load_config(DEMO, [*tiny_overrides, "model.llm.sequence_parallel=2", "distributed.devices=2",
                                       "model.llm.config.num_hidden_layers=1"]))
     model = build_model(cfg, build_tokenizer(cfg))
     assert model.sequence_parallel == 2 and model.llm.model.config._attn_implementation == "ulysses_sdpa"
