@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from lrc.ops import is_int
+
 log = logging.getLogger("lrc")
 
 STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
@@ -72,10 +74,6 @@ class DistributedSetupError(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # Validation (lrc validate): values only, nothing built, no device touched
 # ---------------------------------------------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_distributed(node: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """Problems with the block as ``(key, what)``; types were checked against DistributedConfig already,
     so a value of the wrong type is skipped here."""
@@ -105,19 +103,19 @@ def check_distributed(node: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[s
                                       "(32-true on CPU, bf16-mixed on CUDA) or 32-true"))
 
     devices = node.get("devices")
-    if _is_int(devices):
+    if is_int(devices):
         if devices < 1 and devices != -1:
             problems.append(("devices", f"must be at least 1, or -1 / \"auto\" for every GPU, got {devices}"))
     elif isinstance(devices, str):
         if devices != "auto":
             problems.append(("devices", f"{devices!r}: give a count, -1 or \"auto\" (every GPU), or a list of GPU ids"))
     elif isinstance(devices, list):
-        if not devices or not all(_is_int(d) and d >= 0 for d in devices) or len(set(devices)) != len(devices):
+        if not devices or not all(is_int(d) and d >= 0 for d in devices) or len(set(devices)) != len(devices):
             problems.append(("devices", f"a list names distinct GPU ids (0, 1, ...), got {devices}"))
         elif accelerator == "cpu":
             problems.append(("devices", "a list of GPU ids needs a GPU accelerator; on CPU give a process count"))
     num_nodes = node.get("num_nodes")
-    if _is_int(num_nodes) and num_nodes < 1:
+    if is_int(num_nodes) and num_nodes < 1:
         problems.append(("num_nodes", f"must be at least 1, got {num_nodes}"))
     timeout = node.get("timeout_s")
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not timeout > 0:
@@ -125,7 +123,7 @@ def check_distributed(node: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[s
     if choice("backend", BACKENDS) and node["backend"] == "nccl" and accelerator == "cpu":
         problems.append(("backend", "nccl needs CUDA devices; on CPU use gloo (or null: nccl on CUDA, gloo on CPU)"))
     stage = node.get("zero_stage")
-    if _is_int(stage) and stage not in ZERO_STAGES:
+    if is_int(stage) and stage not in ZERO_STAGES:
         problems.append(("zero_stage", f"DeepSpeed ZeRO stages are 1, 2 and 3, got {stage}"))
     if strategy in SHARDED and accelerator == "cpu":
         problems.append(("strategy", SHARDED[strategy]))

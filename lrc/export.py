@@ -131,6 +131,7 @@ def export(source: str | Path, out: str | Path, config: str | Path | None = None
     from safetensors.torch import save_file
 
     from lrc.build import build_model, build_tokenizer, plugin_provenance
+    from lrc.model import COMPONENTS
     from lrc.pretrained import load_pretrained
 
     ckpt, cfg_path = _source(source, config)
@@ -165,7 +166,7 @@ def export(source: str | Path, out: str | Path, config: str | Path | None = None
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
     params = {name: sum(p.numel() for p in getattr(model, name).parameters())
-              for name in ("encoder", "compressor", "projector", "llm", "heads") if getattr(model, name, None) is not None}
+              for name in COMPONENTS if getattr(model, name, None) is not None}
     manifest = {
         "format": "lrc-export/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 
@@ -34,6 +35,11 @@ def pixel_shuffle(tokens: torch.Tensor, scale: float) -> torch.Tensor:
     return x.reshape(n, -1, x.shape[-1])
 
 
+def is_int(value: object) -> bool:
+    """A whole number from YAML or from video metadata (numpy integers too), never a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
 def check_number(plugin: str, name: str, value: object, *, integer: bool = False, minimum: float = 0,
                  strict: bool = False) -> None:
     """A plugin constructor argument from YAML: raise ``ValueError("<plugin>: <name> must be ...")`` when
@@ -49,3 +55,9 @@ def check_number(plugin: str, name: str, value: object, *, integer: bool = False
     else:
         bound = f"{'an' if integer else 'a'} {what} {'>' if strict else '>='} {minimum}"
     raise ValueError(f"{plugin}: {name} must be {bound}, got {value!r}")
+
+
+def check_dropout(plugin: str, name: str, value: object) -> None:
+    """A dropout rate from YAML: ``ValueError("<plugin>: <name> must be in [0, 1), got ...")`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{plugin}: {name} must be in [0, 1), got {value!r}")

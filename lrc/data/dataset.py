@@ -358,17 +358,16 @@ class VideoDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         workers = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        dataset = self.dataset("train")
         if self.packing is not None:
             from lrc.data.packing import PackedLoader
 
-            dataset = self.dataset("train")
             loader: ResumableLoader = PackedLoader(dataset, self.train_lengths(), seed=self.seed,
                                                    pad_id=self.collate.pad_id, ids=[r.id for r in dataset.records],
                                                    **self.packing, **workers)
         else:
             from lrc.sequence_parallel import data_parallel_rank
 
-            dataset = self.dataset("train")
             replica, replicas = data_parallel_rank(self.sequence_parallel)
             loader = ResumableLoader(dataset, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
                                      order=EpochShuffleSampler(len(dataset), self.seed, replicas, replica), **workers)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrc.ops import check_number
+from lrc.ops import check_dropout, check_number
 from lrc.registry import COMPRESSORS
 
 
@@ -93,8 +93,7 @@ class QFormerCompressor(nn.Module):
             )
         if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
             raise ValueError(f"qformer: mlp_ratio must be a positive number, got {mlp_ratio!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ValueError(f"qformer: dropout must be in [0, 1), got {dropout!r}")
+        check_dropout("qformer", "dropout", dropout)
         self.in_dim = in_dim
         self.clip_len = clip_len
         self.tokens_per_frame = tokens_per_frame

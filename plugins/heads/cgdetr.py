@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrc.heads import HeadBatch
-from lrc.ops import check_number
+from lrc.ops import check_dropout, check_number
 from lrc.registry import HEADS
 from lrc.spans import cw_to_se, giou_matrix, grounding_metrics, hungarian_match, paired_giou, se_to_cw
 
@@ -228,8 +228,7 @@ class CGDETRHead(nn.Module):
                             ("saliency_weight", saliency_weight), ("saliency_margin", saliency_margin)):
             check_number("cgdetr", name, value)
         check_number("cgdetr", "eos_weight", eos_weight, strict=True)
-        if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-            raise ValueError(f"cgdetr: dropout must be in [0, 1), got {dropout!r}")
+        check_dropout("cgdetr", "dropout", dropout)
         if d_model % num_heads or d_model % 2:
             raise ValueError(
                 f"cgdetr: d_model ({d_model}) must be even and divisible by num_heads ({num_heads}); attention splits "

@@ -21,9 +21,10 @@ import math
 
 import numpy as np
 
+from lrc.ops import is_int
 from lrc.registry import SAMPLERS
 from lrc_plugins.samplers.fixed_fps import fit_count, frame_bounds
-from lrc_plugins.samplers.uniform import _is_int, check_video, midpoint_indices
+from lrc_plugins.samplers.uniform import check_video, midpoint_indices
 
 
 @SAMPLERS.register("duration")
@@ -35,9 +36,9 @@ class DurationSampler:
     """
 
     def __init__(self, multiple: int = 4, min_frames: int = 128, max_frames: int = 512, clip_len: int = 1):
-        if not _is_int(multiple) or multiple < 1:
+        if not is_int(multiple) or multiple < 1:
             raise ValueError(f"duration sampler: multiple must be an integer >= 1 (frames per step), got {multiple!r}")
-        if not _is_int(clip_len) or clip_len < 1:
+        if not is_int(clip_len) or clip_len < 1:
             raise ValueError(f"duration sampler: clip_len must be an integer >= 1, got {clip_len!r}")
         self.multiple, self.min_frames, self.max_frames, self.clip_len = multiple, min_frames, max_frames, clip_len
         self.step = math.lcm(multiple, clip_len)

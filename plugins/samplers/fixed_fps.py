@@ -21,8 +21,9 @@ import math
 
 import numpy as np
 
+from lrc.ops import is_int
 from lrc.registry import SAMPLERS
-from lrc_plugins.samplers.uniform import _is_int, _is_real, check_video, midpoint_indices
+from lrc_plugins.samplers.uniform import _is_real, check_video, midpoint_indices
 
 
 def frame_bounds(sampler: str, min_frames: int, max_frames: int, step: int, step_is: str) -> tuple[int, int]:
@@ -31,11 +32,11 @@ def frame_bounds(sampler: str, min_frames: int, max_frames: int, step: int, step
     ``step_is`` says where the step comes from, for the error message (e.g. "the compressor's clip_len").
     """
     for name, value in (("min_frames", min_frames), ("max_frames", max_frames)):
-        if not _is_int(value) or value < 1:
+        if not is_int(value) or value < 1:
             raise ValueError(f"{sampler} sampler: {name} must be an integer >= 1, got {value!r}")
     if min_frames > max_frames:
         raise ValueError(f"{sampler} sampler: min_frames ({min_frames}) must be <= max_frames ({max_frames})")
-    if not _is_int(step) or step < 1:
+    if not is_int(step) or step < 1:
         raise ValueError(f"{sampler} sampler: the frame-count step ({step_is}) must be an integer >= 1, got {step!r}")
     lo = -(-min_frames // step) * step
     hi = max_frames // step * step

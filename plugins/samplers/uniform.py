@@ -17,15 +17,12 @@ still sorted indices. Timestamps are the frame start times ``index / fps``.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 
+from lrc.ops import is_int
 from lrc.registry import SAMPLERS
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _is_real(value: object) -> bool:
@@ -38,7 +35,7 @@ def check_video(sampler: str, video_frames: int, fps: float, duration: float | N
     Returns ``(video_frames, fps, duration)`` as int, float, float; ``duration`` defaults to
     ``video_frames / fps``. Error messages start with ``"{sampler} sampler:"``.
     """
-    if not _is_int(video_frames) or video_frames < 1:
+    if not is_int(video_frames) or video_frames < 1:
         raise ValueError(f"{sampler} sampler: the video has {video_frames!r} frames; need at least 1 (is the file empty or unreadable?)")
     if not _is_real(fps) or fps <= 0:
         raise ValueError(f"{sampler} sampler: fps must be a finite number > 0, got {fps!r}")
@@ -56,7 +53,7 @@ def midpoint_indices(video_frames: int, fps: float, num_frames: int,
     ``video_frames`` and ``fps`` are assumed valid (see :func:`check_video`); ``start``/``end``
     default to the whole video and are clamped to it.
     """
-    if not _is_int(num_frames) or num_frames < 1:
+    if not is_int(num_frames) or num_frames < 1:
         raise ValueError(f"num_frames must be an integer >= 1, got {num_frames!r}")
     lo = 0.0 if start is None else min(start * fps, float(video_frames))
     hi = float(video_frames) if end is None else min(end * fps, float(video_frames))
@@ -78,7 +75,7 @@ class UniformSampler:
     """
 
     def __init__(self, num_frames: int = 8, start: float | None = None, end: float | None = None):
-        if not _is_int(num_frames) or num_frames < 1:
+        if not is_int(num_frames) or num_frames < 1:
             raise ValueError(f"uniform sampler: num_frames must be an integer >= 1, got {num_frames!r}")
         for name, bound in (("start", start), ("end", end)):
             if bound is not None and (not _is_real(bound) or bound < 0):
