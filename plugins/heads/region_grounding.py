@@ -48,37 +48,41 @@ def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
     return F.pad(code, (0, dim - code.shape[1]))
 
 
-@HEADS.register("region_grounding")
-class RegionGroundingHead(RegionHead):
-    def __init__(self, hidden_size: int, mlp_hidden: int = 2048, d_model: int = 64, image_size: int = 64,
-                 max_frames: int = 512, l1_weight: float = 2.0, giou_weight: float = 0.2, attention_weight: float = 1.0,
-                 iou_threshold: float = 0.5):
+class FrameLocator(nn.Module):
+    """A task hidden state as a query over a small conv map of the frames: where is the object it names.
+
+    ``frames [T, 3, S, S] ─conv stem (stride 8)─▶ cells [T, h·w, d]`` (+ 2-D position + frame index); the
+    query's attention over the cells gives the attended feature and the attention-weighted cell centre
+    (a soft arg-max); ``[hidden, feature, centre] ─MLP─▶`` the box's offset from that centre and its size.
+    ``per_frame=False`` attends over all T·h·w cells at once (one box: the region head's "where is X in
+    FrameK"); ``per_frame=True`` attends within each frame (one box per frame: the mask head's track).
+    Shared by ``region_grounding`` and ``sam2_mask(box_source=frames)``.
+    """
+
+    def __init__(self, hidden_size: int, mlp_hidden: int, d_model: int, image_size: int, max_frames: int,
+                 owner: str):
+        super().__init__()
         for name, value in (("d_model", d_model), ("image_size", image_size), ("max_frames", max_frames)):
-            check_number("region_grounding", name, value, integer=True, minimum=1)
-        check_number("region_grounding", "attention_weight", attention_weight)
+            check_number(owner, name, value, integer=True, minimum=1)
         if image_size % 8:
-            raise ValueError(f"region_grounding: image_size must be a multiple of 8 (the stem's stride), got {image_size}")
-        super().__init__(hidden_size, mlp_hidden, l1_weight, giou_weight, iou_threshold)
-        self.image_size = image_size
-        self.d_model = d_model
+            raise ValueError(f"{owner}: image_size must be a multiple of 8 (the locator stem's stride), got {image_size}")
+        self.owner, self.image_size, self.d_model, self.max_frames = owner, image_size, d_model, max_frames
+        self.grid = image_size // 8
         # three stride-2 convolutions: 64 px → an 8×8 grid of cells, each seeing a 15-px neighbourhood
         self.stem = nn.Sequential(
             nn.Conv2d(3, d_model // 2, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(d_model // 2, d_model, 3, stride=2, padding=1), nn.GELU(),
             nn.Conv2d(d_model, d_model, 3, stride=2, padding=1))
         self.frame_embed = nn.Embedding(max_frames, d_model)
-        self.max_frames = max_frames
         self.to_query = nn.Linear(hidden_size, d_model)
         self.to_key = nn.Linear(d_model, d_model)
-        # replaces the region head's hidden-only decoder: (dx, dy, w, h) from hidden + what the query found
         self.decoder = _mlp(hidden_size + d_model + 2, mlp_hidden, 4)
-        self.attention_weight = attention_weight
 
-    def _cells(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-cell features ``[T·h·w, d]`` (with position and frame index) and cell centres ``[T·h·w, 2]``."""
+    def cells(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-cell features ``[T, h·w, d]`` (with position and frame index) and cell centres ``[h·w, 2]`` (x, y)."""
         t = frames.shape[0]
         if t > self.max_frames:
-            raise ValueError(f"region_grounding: a sample has {t} frames, more than max_frames={self.max_frames}; "
+            raise ValueError(f"{self.owner}: a sample has {t} frames, more than max_frames={self.max_frames}; "
                              "raise model.heads.<label>.max_frames")
         x = frames.to(self.stem[0].weight.dtype)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
@@ -89,40 +93,62 @@ class RegionGroundingHead(RegionHead):
         feats = feats + _sincos_2d(h, w, self.d_model).to(feats) + self.frame_embed.weight[:t, None].to(feats)
         ys, xs = torch.meshgrid((torch.arange(h, device=x.device) + 0.5) / h, (torch.arange(w, device=x.device) + 0.5) / w,
                                 indexing="ij")
-        centres = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).repeat(t, 1).to(feats)
-        return feats.reshape(-1, self.d_model), centres
+        return feats, torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1).to(feats)
+
+    def forward(self, hidden: torch.Tensor, frames: list[torch.Tensor], per_frame: bool
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Boxes (normalised xyxy; ``[T_i, 4]`` per frame or ``[1, 4]``) and attention scores ``[T_i, h·w]`` per sample."""
+        hidden = hidden.to(self.decoder[0].weight.dtype)
+        queries = self.to_query(hidden)
+        boxes, scores = [], []
+        for b, sample_frames in enumerate(frames):
+            cells, where = self.cells(sample_frames)
+            score = self.to_key(cells) @ queries[b] / math.sqrt(self.d_model)  # [T, h·w]
+            if per_frame:
+                attn = score.softmax(-1)
+                found, centre = torch.einsum("tc,tcd->td", attn, cells), attn @ where
+            else:
+                attn = score.flatten().softmax(0).view_as(score)
+                found, centre = torch.einsum("tc,tcd->d", attn, cells)[None], (attn.sum(0) @ where)[None]
+            out = self.decoder(torch.cat([hidden[b].expand(found.shape[0], -1), found, centre], dim=1))
+            # the centre is the attention's soft arg-max moved by at most half a frame; size through a sigmoid
+            cxcy = (centre + 0.5 * torch.tanh(out[:, :2])).clamp(0, 1)
+            boxes.append(box_convert(torch.cat([cxcy, out[:, 2:].sigmoid()], dim=1), "cxcywh", "xyxy").clamp(0, 1))
+            scores.append(score)
+        return boxes, scores
+
+    def cell_of(self, box: torch.Tensor | list[float]) -> int:
+        """Index (row-major) of the grid cell holding a normalised xyxy box's centre: the attention's target."""
+        x1, y1, x2, y2 = (float(v) for v in box)
+        col = min(max(int((x1 + x2) / 2 * self.grid), 0), self.grid - 1)
+        row = min(max(int((y1 + y2) / 2 * self.grid), 0), self.grid - 1)
+        return row * self.grid + col
+
+
+@HEADS.register("region_grounding")
+class RegionGroundingHead(RegionHead):
+    def __init__(self, hidden_size: int, mlp_hidden: int = 2048, d_model: int = 64, image_size: int = 64,
+                 max_frames: int = 512, l1_weight: float = 2.0, giou_weight: float = 0.2, attention_weight: float = 1.0,
+                 iou_threshold: float = 0.5):
+        check_number("region_grounding", "attention_weight", attention_weight)
+        super().__init__(hidden_size, mlp_hidden, l1_weight, giou_weight, iou_threshold)
+        # replaces the region head's hidden-only decoder: (dx, dy, w, h) from hidden + what the query found
+        del self.decoder
+        self.locator = FrameLocator(hidden_size, mlp_hidden, d_model, image_size, max_frames, "region_grounding")
+        self.attention_weight = attention_weight
 
     def forward(self, batch: HeadBatch) -> dict[str, torch.Tensor]:
-        hidden = batch.task_hidden.to(self.decoder[0].weight.dtype)
-        queries = self.to_query(hidden)
-        found, centres, scores = [], [], []
-        for b, frames in enumerate(batch.frames):
-            cells, where = self._cells(frames)
-            score = self.to_key(cells) @ queries[b] / math.sqrt(self.d_model)  # [T·h·w]
-            attn = score.softmax(0)
-            found.append(attn @ cells)
-            centres.append(attn @ where)
-            scores.append(score)
-        centre = torch.stack(centres)
-        out = self.decoder(torch.cat([hidden, torch.stack(found), centre], dim=1))
-        # the centre is the attention's soft arg-max moved by at most half a frame; size through a sigmoid
-        cxcy = (centre + 0.5 * torch.tanh(out[:, :2])).clamp(0, 1)
-        boxes = box_convert(torch.cat([cxcy, out[:, 2:].sigmoid()], dim=1), "cxcywh", "xyxy").clamp(0, 1)
-        # attention scores padded to the longest sample (samples differ in frame count)
-        grid = self.image_size // 8
-        padded = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True, padding_value=float("-inf"))
-        return {"boxes": boxes, "attention": padded, "grid": torch.tensor(grid)}
+        boxes, scores = self.locator(batch.task_hidden, batch.frames, per_frame=False)
+        # attention scores over all T·h·w cells, padded to the longest sample (samples differ in frame count)
+        flat = [s.flatten() for s in scores]
+        padded = torch.nn.utils.rnn.pad_sequence(flat, batch_first=True, padding_value=float("-inf"))
+        return {"boxes": torch.cat(boxes), "attention": padded}
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> dict[str, torch.Tensor]:
         terms = super().loss(predictions, batch)
+        cells = self.locator.grid ** 2
+        gold = [int(t["frame"]) * cells + self.locator.cell_of(t["box"]) for t in batch.targets]
         scores = predictions["attention"].float()
-        grid = int(predictions["grid"])
-        gold = []
-        for t in batch.targets:
-            x1, y1, x2, y2 = (float(v) for v in t["box"])
-            col = min(int((x1 + x2) / 2 * grid), grid - 1)
-            row = min(int((y1 + y2) / 2 * grid), grid - 1)
-            gold.append(int(t["frame"]) * grid * grid + row * grid + col)
         attention = F.cross_entropy(scores, torch.tensor(gold, device=scores.device))
         terms["attention"] = attention
         terms["loss"] = terms["loss"] + self.attention_weight * attention

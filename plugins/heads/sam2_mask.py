@@ -22,7 +22,20 @@ tracking/segmentation the expert is SAM2 (Ravi et al. 2024), frozen in TPO, and 
   fed: the predictor has no public entry for a sparse embedding, and the embedding is trained to
   equal SAM2's embedding of a box anyway (TPO prompts SAM2 with 1024 px frames at frame 0 likewise).
 
-What trains: the adapter and the box MLP always; with ``freeze_sam=False`` also SAM2's mask decoder
+Two options replace pieces of this for a SAM2 that is not a trained video segmenter (the CPU demo's
+random-init SAM2, whose memory attention and memory encoder nothing here trains):
+
+* ``box_source="frames"``: the box comes from a :class:`~lrc_plugins.heads.region_grounding.FrameLocator`
+  — the ``<track>`` hidden state queries a small conv map of each sampled frame (attention supervised on
+  the gold box centre's cell, as in ``region_grounding``), giving one box per frame — and SAM2's sparse
+  prompt is SAM2's own embedding of that box, so training decodes exactly what inference prompts with.
+  The LLM still says *which* object (the hidden state is the query); the locator says *where*.
+* ``propagation="per_frame"`` (needs ``box_source="frames"``): instead of SAM2's memory bank, every
+  sampled frame is decoded as a conditioning frame with its own located box ("tracking by detection"),
+  and the mask loss covers every frame where the object is visible. With real SAM2 weights keep
+  ``propagation="video"``, SAM2's own propagation, which TPO uses.
+
+What trains: the adapter and the box MLP (or the locator) always; with ``freeze_sam=False`` also SAM2's mask decoder
 (not its IoU / object-score heads, which no loss here supervises) and the prompt encoder's "no mask"
 embedding; SAM2's image encoder and memory modules never (the image encoder runs under ``no_grad``).
 
@@ -51,6 +64,7 @@ from lrc.heads import HeadBatch
 from lrc.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
 from lrc.ops import check_number
 from lrc.registry import HEADS
+from lrc_plugins.heads.region_grounding import FrameLocator
 
 # SAM2 normalises frames with the ImageNet statistics (sam2.utils.misc.load_video_frames).
 SAM2_MEAN = (0.485, 0.456, 0.406)
@@ -59,6 +73,8 @@ SAM2_STD = (0.229, 0.224, 0.225)
 BOX_CORNER_LABELS = (2, 3)
 # Hiera's last stage has stride 32 and SAM2's FPN adds it, upsampled ×2, onto the stride-16 level.
 IMAGE_SIZE_MULTIPLE = 32
+BOX_SOURCES = ("hidden", "frames")
+PROPAGATIONS = ("video", "per_frame")
 
 
 def packaged_config_names() -> list[str]:
@@ -190,9 +206,12 @@ class SAM2MaskHead(nn.Module):
     """``<track>`` hidden state → SAM2 box prompt → masks over the sampled frames (see the module docstring).
 
     ``forward(batch)`` returns ``prompt_embedding`` [N, 3, C] (C = SAM2's prompt dim, 256),
-    ``box`` [N, 4] normalised xyxy (x1 ≤ x2, y1 ≤ y2) and ``mask_logits`` [N, 1, s/4, s/4], SAM2's
-    low-resolution mask logits on frame 0 for the predicted embedding (s = ``image_size``).
-    ``loss`` returns ``prompt``, ``box``, ``dice``, ``bce``, ``focal`` and their weighted sum ``loss``.
+    ``box`` [N, 4] normalised xyxy (x1 ≤ x2, y1 ≤ y2) at frame 0 and ``mask_logits`` [N, K, 1, s/4, s/4],
+    SAM2's low-resolution mask logits for the predicted prompt on frame 0 (K = 1) or, with
+    ``propagation="per_frame"``, on every sampled frame (K = T; s = ``image_size``). With
+    ``box_source="frames"`` also ``frame_boxes`` [N, T, 4] and the locator's ``attention`` [N, T, cells].
+    ``loss`` returns ``prompt``, ``box``, ``dice``, ``bce``, ``focal`` (+ ``attention`` with the locator)
+    and their weighted sum ``loss``.
     ``decode`` returns per sample ``{"masks": bool [T, H, W] at the frames' size (CPU), "box": [4 floats]}``.
     """
 
@@ -214,6 +233,12 @@ class SAM2MaskHead(nn.Module):
         bce_weight: float = 1.0,
         focal_weight: float = 0.0,
         fill_hole_area: int = 0,
+        box_source: str = "hidden",
+        propagation: str = "video",
+        locator_dim: int = 64,
+        locator_image_size: int = 64,
+        max_frames: int = 512,
+        attention_weight: float = 1.0,
     ):
         super().__init__()
         sizes = (("hidden_size", hidden_size), ("image_size", image_size), ("adapter_hidden", adapter_hidden))
@@ -227,12 +252,21 @@ class SAM2MaskHead(nn.Module):
                 "(SAM2's own size is 1024)."
             )
         check_number("sam2_mask", "fill_hole_area", fill_hole_area, integer=True)
-        weights = dict(prompt=prompt_weight, box=box_weight, dice=dice_weight, bce=bce_weight, focal=focal_weight)
+        if box_source not in BOX_SOURCES:
+            raise ValueError(f"sam2_mask: box_source must be one of {', '.join(BOX_SOURCES)}, got {box_source!r}")
+        if propagation not in PROPAGATIONS:
+            raise ValueError(f"sam2_mask: propagation must be one of {', '.join(PROPAGATIONS)}, got {propagation!r}")
+        if propagation == "per_frame" and box_source != "frames":
+            raise ValueError("sam2_mask: propagation 'per_frame' prompts every frame with its own box, which only the "
+                             "frame locator gives; set box_source: frames (or propagation: video)")
+        weights = dict(prompt=prompt_weight, box=box_weight, dice=dice_weight, bce=bce_weight, focal=focal_weight,
+                       attention=attention_weight)
         for name, value in weights.items():
             check_number("sam2_mask", f"{name}_weight", value)
         self.hidden_size = hidden_size
         self.image_size = image_size
         self.freeze_sam = freeze_sam
+        self.box_source, self.propagation = box_source, propagation
         self.weights = {k: float(v) for k, v in weights.items()}
 
         self.sam = build_sam2(config, image_size=image_size, checkpoint=checkpoint, fill_hole_area=fill_hole_area)
@@ -252,15 +286,20 @@ class SAM2MaskHead(nn.Module):
                 p.requires_grad_(id(p) not in unsupervised)
             self.sam.sam_prompt_encoder.no_mask_embed.weight.requires_grad_(True)
 
-        # Two box-corner tokens + SAM's padding token: the sparse embedding SAM2 makes for a box.
-        self.prompt_adapter = _mlp(hidden_size, adapter_hidden, 3 * self.prompt_dim)
-        self.box_head = _mlp(hidden_size, adapter_hidden, 4)
+        if box_source == "hidden":
+            # Two box-corner tokens + SAM's padding token: the sparse embedding SAM2 makes for a box.
+            self.prompt_adapter = _mlp(hidden_size, adapter_hidden, 3 * self.prompt_dim)
+            self.box_head = _mlp(hidden_size, adapter_hidden, 4)
+        else:
+            self.locator = FrameLocator(hidden_size, adapter_hidden, locator_dim, locator_image_size, max_frames,
+                                        "sam2_mask")
         self.register_buffer("pixel_mean", torch.tensor(SAM2_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(SAM2_STD).view(1, 3, 1, 1), persistent=False)
         self.train(True)
 
     def extra_repr(self) -> str:
-        return f"hidden_size={self.hidden_size}, image_size={self.image_size}, freeze_sam={self.freeze_sam}"
+        return (f"hidden_size={self.hidden_size}, image_size={self.image_size}, freeze_sam={self.freeze_sam}, "
+                f"box_source={self.box_source}, propagation={self.propagation}")
 
     def train(self, mode: bool = True) -> "SAM2MaskHead":
         # Frozen SAM2 parts always run in eval mode (dropout off in the memory attention, SAM2's
@@ -343,15 +382,31 @@ class SAM2MaskHead(nn.Module):
             raise ValueError("sam2_mask: empty batch; the model calls a head only for samples with mask targets")
         if len(batch.frames) != n:
             raise ValueError(f"sam2_mask: {n} task hidden states but {len(batch.frames)} frame tensors in the batch")
-        h = hidden.to(self.prompt_adapter[0].weight.dtype)
-        prompt = self.prompt_adapter(h).view(n, 3, self.prompt_dim)
-        # Two corners in [0, 1]; their per-axis min/max is a valid xyxy box whatever the MLP outputs.
-        corners = self.box_head(h).sigmoid().view(n, 2, 2)
-        box = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=-1)
-        # The prompt is given at sampled frame 0; SAM2 decodes it there (the mask loss's input).
-        first = torch.stack([self._check_frames(f, i)[0] for i, f in enumerate(batch.frames)])
-        mask_logits = self.decode_prompt_frame(first, prompt)
-        return {"prompt_embedding": prompt, "box": box, "mask_logits": mask_logits}
+        frames = [self._check_frames(f, i) for i, f in enumerate(batch.frames)]
+        if self.box_source == "hidden":
+            h = hidden.to(self.prompt_adapter[0].weight.dtype)
+            prompt = self.prompt_adapter(h).view(n, 3, self.prompt_dim)
+            # Two corners in [0, 1]; their per-axis min/max is a valid xyxy box whatever the MLP outputs.
+            corners = self.box_head(h).sigmoid().view(n, 2, 2)
+            box = torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=-1)
+            # The prompt is given at sampled frame 0; SAM2 decodes it there (the mask loss's input).
+            mask_logits = self.decode_prompt_frame(torch.stack([f[0] for f in frames]), prompt)
+            return {"prompt_embedding": prompt, "box": box, "mask_logits": mask_logits[:, None]}
+
+        boxes, scores = self.locator(hidden, frames, per_frame=True)  # N × [T_i, 4], N × [T_i, h·w]
+        frame_boxes = torch.nn.utils.rnn.pad_sequence(boxes, batch_first=True)  # [N, T, 4]
+        attention = torch.nn.utils.rnn.pad_sequence(scores, batch_first=True)  # [N, T, h·w]
+        # which frames SAM2 decodes: the prompt frame (video propagation) or every frame (per_frame)
+        decoded = 1 if self.propagation == "video" else frame_boxes.shape[1]
+        pairs = [(i, t) for i in range(n) for t in range(min(decoded, frames[i].shape[0]))]
+        sparse = self.box_prompt_embedding(torch.stack([frame_boxes[i, t] for i, t in pairs]))
+        logits = self.decode_prompt_frame(torch.stack([frames[i][t] for i, t in pairs]), sparse)
+        mask_logits = logits.new_zeros(n, decoded, *logits.shape[1:])
+        for k, (i, t) in enumerate(pairs):
+            mask_logits[i, t] = logits[k]
+        prompt = torch.stack([sparse[pairs.index((i, 0))] for i in range(n)])
+        return {"prompt_embedding": prompt, "box": frame_boxes[:, 0], "mask_logits": mask_logits,
+                "frame_boxes": frame_boxes, "attention": attention}
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> dict[str, torch.Tensor]:
         prompt, box, logits = predictions["prompt_embedding"], predictions["box"], predictions["mask_logits"]
@@ -370,23 +425,48 @@ class SAM2MaskHead(nn.Module):
         with torch.no_grad():
             prompt_target = self.box_prompt_embedding(gt_boxes)
 
-        per_sample = {
-            "prompt": (prompt.float() - prompt_target.float()).abs().mean(dim=(1, 2)),
-            "box": (box.float() - gt_boxes).abs().mean(dim=1),
-        }
+        per_sample = {"prompt": (prompt.float() - prompt_target.float()).abs().mean(dim=(1, 2))}
+        # The located boxes and the attention are supervised on every frame where the object is visible;
+        # the hidden-only box on the prompt frame (TPO).
+        if "frame_boxes" in predictions:
+            box_l1, attention = [], []
+            for i, target in enumerate(batch.targets):
+                t = len(batch.frames[i])
+                seen = self._visible(target, t).to(device)
+                gold = self._target(target, "boxes", i, batch)[:t].to(device=device, dtype=torch.float32)
+                cells = torch.tensor([self.locator.cell_of(b) for b in gold], device=device)
+                l1 = (predictions["frame_boxes"][i, :t].float() - gold).abs().mean(dim=1)
+                ce = F.cross_entropy(predictions["attention"][i, :t].float(), cells, reduction="none")
+                box_l1.append((l1 * seen).sum() / seen.sum().clamp(min=1))
+                attention.append((ce * seen).sum() / seen.sum().clamp(min=1))
+            per_sample.update(box=torch.stack(box_l1), attention=torch.stack(attention))
+        else:
+            per_sample["box"] = (box.float() - gt_boxes).abs().mean(dim=1)
+
+        # Mask terms on each decoded frame where the object is visible (frame 0 with video propagation).
         dice, bce, focal = [], [], []
         for i, target in enumerate(batch.targets):
-            gt = self._target(target, "masks", i, batch)[0].to(device)[None]  # frame 0, [1, H, W]
-            x = F.interpolate(logits[i:i + 1], size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-            dice.append(dice_loss(x, gt, reduction="none"))
-            bce.append(sigmoid_bce_loss(x, gt, reduction="none"))
-            focal.append(sigmoid_focal_loss(x, gt, reduction="none"))
-        per_sample.update(dice=torch.cat(dice), bce=torch.cat(bce), focal=torch.cat(focal))
+            t = min(logits.shape[1], len(batch.frames[i]))
+            gt = self._target(target, "masks", i, batch)[:t].to(device)  # [t, H, W]
+            x = F.interpolate(logits[i, :t], size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            seen = self._visible(target, t).to(device)
+            denom = seen.sum().clamp(min=1)
+            dice.append((dice_loss(x, gt, reduction="none") * seen).sum() / denom)
+            bce.append((sigmoid_bce_loss(x, gt, reduction="none") * seen).sum() / denom)
+            focal.append((sigmoid_focal_loss(x, gt, reduction="none") * seen).sum() / denom)
+        per_sample.update(dice=torch.stack(dice), bce=torch.stack(bce), focal=torch.stack(focal))
 
-        # Mean over the samples with the object visible at the prompt frame (0 if there are none;
+        # Mean over the samples with the object visible at the prompt frame — or, for terms already
+        # averaged over a sample's visible frames, visible in any frame (0 if there are none;
         # multiplying keeps the graph connected so every rank still backpropagates through the head).
-        denom = visible.sum().clamp(min=1)
-        terms = {name: (values * visible).sum() / denom for name, values in per_sample.items()}
+        per_frame_terms = ({"box", "attention"} if "frame_boxes" in predictions else set()) | \
+            ({"dice", "bce", "focal"} if self.propagation == "per_frame" else set())
+        seen_any = torch.stack([self._visible(t, len(batch.frames[i])).amax() for i, t in enumerate(batch.targets)])
+        seen_any = seen_any.to(device)
+        terms = {}
+        for name, values in per_sample.items():
+            weight = seen_any if name in per_frame_terms else visible
+            terms[name] = (values * weight).sum() / weight.sum().clamp(min=1)
         terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms
 
@@ -395,8 +475,15 @@ class SAM2MaskHead(nn.Module):
         outputs = []
         for i, frames in enumerate(batch.frames):
             box = predictions["box"][i].detach().float().cpu()
-            masks = self.track(self._check_frames(frames, i), box)
-            outputs.append({"masks": masks, "box": box.tolist()})
+            frames = self._check_frames(frames, i)
+            if self.propagation == "per_frame":
+                # every frame was decoded in forward with its own located box
+                logits = predictions["mask_logits"][i, :frames.shape[0]].float()
+                masks = (F.interpolate(logits, size=frames.shape[-2:], mode="bilinear", align_corners=False)[:, 0] > 0)
+                outputs.append({"masks": masks.cpu(), "box": box.tolist(),
+                                "frame_boxes": predictions["frame_boxes"][i, :frames.shape[0]].float().cpu().tolist()})
+            else:
+                outputs.append({"masks": self.track(frames, box), "box": box.tolist()})
         return outputs
 
     @torch.no_grad()
@@ -439,6 +526,13 @@ class SAM2MaskHead(nn.Module):
         if frames.ndim != 4 or frames.shape[1] != 3 or frames.shape[0] < 1:
             raise ValueError(f"sam2_mask: frames of sample {i} must be [T >= 1, 3, H, W], got {tuple(frames.shape)}")
         return frames
+
+    @staticmethod
+    def _visible(target: dict[str, Any], t: int) -> torch.Tensor:
+        """Float [t]: 1 where the object is visible in the first t sampled frames (all, when not annotated)."""
+        if "visible" not in target:
+            return torch.ones(t)
+        return torch.as_tensor(target["visible"][:t]).float()
 
     @staticmethod
     def _target(target: dict[str, Any], key: str, i: int, batch: HeadBatch) -> torch.Tensor:

@@ -50,7 +50,7 @@ def test_attention_and_boxes_find_the_named_object_in_the_named_frame():
             pred = head(batch)
             iou = head.metrics(head.decode(pred, batch), batch.targets)["miou"]
         head.train()
-        grid = int(pred["grid"])
+        grid = head.locator.grid
         hits = []
         for b, t in enumerate(batch.targets):
             cell = int(pred["attention"][b].argmax())
