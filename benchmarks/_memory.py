@@ -1,36 +1,3 @@
-"""Peak-memory helpers shared by the benchmarks (Linux /proc).
+"""Peak-memory helpers shared by the benchmarks: lrc's own (lrc/memory.py, also used by ``lrc niah``)."""
 
-Each benchmark measures one configuration per fresh subprocess: it resets the kernel's high-water
-mark (VmHWM) after building, runs, and reads the peak back. Where the reset is not allowed it falls
-back to ru_maxrss, an upper bound.
-"""
-
-from __future__ import annotations
-
-import resource
-
-
-def status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_kib(reset_ok: bool) -> int:
-    hwm = status_kib("VmHWM") if reset_ok else None
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+from lrc.memory import peak_kib, reset_peak, status_kib  # noqa: F401
