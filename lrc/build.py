@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lrc.config import PLUGIN_SLOTS, head_slots, plugin_slots, slot_node, token_dropout_schedule
+from lrc.config import PLUGIN_SLOTS, ConfigError, head_slots, plugin_slots, slot_node, token_dropout_schedule
 from lrc.model import VideoMLLM
 from lrc.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
 from lrc.registry import HEADS, Registry
@@ -30,12 +30,20 @@ log = logging.getLogger(__name__)
 def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> Any:
     """Construct the plugin a config slot names, with builder-provided values added."""
     node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    cls = registry.get(node.pop("name"))
+    name = node.pop("name")
+    cls = registry.get(name)
     # A plugin receives only the provided values its signature asks for (a sampler that rounds to
     # the compressor's clip_len takes `clip_len`; one that does not, does not).
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    return cls(**node, **{k: v for k, v in provided.items() if takes_any or k in params})
+    try:
+        return cls(**node, **{k: v for k, v in provided.items() if takes_any or k in params})
+    except ValueError as exc:
+        # A value only the built objects can refute (tome's head_dim against the encoder's width): still
+        # bad config, so the CLI reports it like validation does (exit 2), not as a crash with a traceback.
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError([f"{registry.kind} plugin {name!r} could not be built: {exc}"]) from exc
 
 
 def corpus_root(cfg: dict[str, Any]) -> Path:

@@ -109,7 +109,9 @@ class Registry:
         eps = self._entry_points()
         if name not in eps:
             raise PluginError(f"unknown {self.kind[:-1] if self.kind.endswith('s') else self.kind} "
-                              f"plugin {name!r}.{suggest(name, self.names())}")
+                              f"plugin {name!r}.{suggest(name, self.names())} A plugin from another package is "
+                              f"found once that package is installed in this Python environment "
+                              f"(it declares an entry point in group {self.group!r}; docs/plugins.md).")
         ep = eps[name]
         module_name, _, attr = ep.value.partition(":")
         try:

@@ -66,6 +66,14 @@ def test_fit_on_missing_corpus_explains_what_to_do(tmp_path, capsys):
     assert "data.synth_videos" in capsys.readouterr().err
 
 
+def test_a_plugin_value_refused_when_building_is_a_config_error(tiny_overrides, capsys):
+    """tome's head_dim must divide the encoder's width, which validation cannot know: exit 2 (a crash would raise)."""
+    code = main(["fit", str(DEMO), *tiny_overrides, "model.compressor.head_dim=48"])
+    assert code == 2
+    assert "compressors plugin 'tome' could not be built: tome: in_dim (64) is not divisible by head_dim (48)" \
+        in capsys.readouterr().err
+
+
 def test_test_refuses_a_pickle_payload_checkpoint(tiny_overrides, tmp_path, capsys):
     import pickle
 
