@@ -63,7 +63,7 @@ TEXT_ANSWER_SUFFIX = "Answer with one of the options."
 ANSWER_STYLES = ("letter", "text")
 
 # TPO tasks (paper §3.2) the corpus can carry besides the MCQs; docs/data.md shows a record of each.
-TASKS = ("mcq", "temporal", "region", "mask", "preference")
+TASKS = ("mcq", "temporal", "region", "mask", "preference", "needle")  # needle: lrc/data/needle.py
 # lrc adds these to a real model's tokenizer when TPO heads are configured (lrc/prompt.py); a corpus
 # tokenizer that has them already keeps the demo model's vocabulary fixed.
 TASK_TOKENS = ("<temp>", "<box>", "<track>", "<region>", "<temp_begin>", "<box_begin>", "<track_begin>")
@@ -476,7 +476,8 @@ def synthesize(
     records: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     total_frames = 0
     events = 0
-    for i in range(videos):
+    # needle haystacks are videos of their own (lrc/data/needle.py); a needle-only corpus has no base videos
+    for i in range(videos if set(tasks) - {"needle"} else 0):
         rng = np.random.default_rng([seed, 100, i])  # video i depends on (seed, i) only
         spec = _video_spec(rng, size, min_seconds, max_seconds)
         name = f"synth-{i:06d}"
@@ -584,6 +585,11 @@ def synthesize(
                     "objects": objects,
                 })
         records[split] += tpo_records
+    if "needle" in tasks:  # `videos` short needle-in-a-haystack videos (paper Fig. 3; lrc/niah.py)
+        from lrc.data.needle import training_records
+
+        for split, found in training_records(out, videos, seed, size, answer_style, val_fraction).items():
+            records[split] += found
 
     all_records = records["train"] + records["val"]
     _build_tokenizer(_corpus_texts(all_records), out / "tokenizer")
@@ -616,6 +622,9 @@ def synthesize(
                                       for q in ("temporal", "region", "region_colour", "mask", "preference")}
         meta["event_videos"] = events
         meta["track_max_seconds"] = TRACK_MAX_SECONDS
+    if "needle" in tasks:
+        meta["needle_question_types"] = {q: sum(r["question_type"] == q for r in all_records)
+                                         for q in ("needle_single", "needle_multi")}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     for split in ("val", "train"):  # train last: its presence marks a complete corpus (lrc.run)
         tmp = out / f"{split}.jsonl.tmp"
