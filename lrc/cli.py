@@ -5,6 +5,8 @@
     lrc fit CONFIG [--out RUN_DIR] [key=value ...]
     lrc fit --resume RUN_DIR [trainer.key=value ...]
     lrc test CONFIG --ckpt PATH [--out RUN_DIR] [key=value ...]
+    lrc ablate ABLATION [--out DIR] [--verbose] [--dry-run] [key=value ...]
+    lrc niah CONFIG --ckpt PATH [--out DIR] [key=value ...]
     lrc data synth OUT_DIR [--videos N] [--seed S]
     lrc data check ANNOTATIONS... [--report FILE] [--size S] [--timeout-s T]
     lrc export RUN_DIR_OR_CKPT --out DIR [--config CONFIG] [--no-hf-llm]
@@ -76,6 +78,21 @@ def _test(args: argparse.Namespace) -> int:
     run_dir, metrics = test(load_config(args.config, args.overrides), ckpt=args.ckpt, out=args.out)
     _report(run_dir, metrics)
     return 0
+
+
+def _niah(args: argparse.Namespace) -> int:
+    from lrc.config import load_config
+    from lrc.niah import run
+
+    out_dir, _ = run(load_config(args.config, args.overrides), ckpt=args.ckpt, out=args.out)
+    print(f"\nNIAH results: {out_dir / 'niah.json'}, {out_dir / 'metrics.json'}")
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from lrc.ablate import ablate
+
+    return ablate(args.ablation, out=args.out, overrides=args.overrides, verbose=args.verbose, dry_run=args.dry_run)
 
 
 def _report(run_dir: Path, metrics: dict) -> None:
@@ -165,6 +182,22 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--ckpt", required=True, help="checkpoint file (.ckpt / .pt / .safetensors)")
     test.add_argument("--out", help="run dir for the evaluation's outputs")
     test.set_defaults(func=_test)
+    niah = with_config("niah", "needle-in-a-haystack evaluation of a checkpoint: accuracy per frame count x depth, "
+                               "heatmaps, frames reached without running out of memory (docs/niah.md)")
+    niah.add_argument("--ckpt", required=True, help="checkpoint file (.ckpt / .pt / .safetensors)")
+    niah.add_argument("--out", help="folder for niah.json, metrics.json and the heatmaps (must not exist or be "
+                                    "empty); default runs/NAME/TIMESTAMP")
+    niah.set_defaults(func=_niah)
+
+    abl = sub.add_parser("ablate", help="run a study: one fit per cell of a grid, then a results table "
+                                        "(Markdown, CSV) and plots (docs/ablations.md)")
+    abl.add_argument("ablation", help="ablation YAML (an `ablation:` mapping: base, grid or cells, seeds, metrics)")
+    abl.add_argument("overrides", nargs="*", help="key=value overrides for every cell, e.g. trainer.max_epochs=1")
+    abl.add_argument("--out", help="results folder; default runs/ablations/NAME. Re-running into it resumes")
+    abl.add_argument("--verbose", action="store_true", help="stream each cell's output (always kept in its log.txt)")
+    abl.add_argument("--dry-run", action="store_true", help="validate every cell and print its lrc fit command; "
+                                                             "run nothing")
+    abl.set_defaults(func=_ablate)
 
     exp = sub.add_parser("export", help="write a trained model as a self-contained folder (safetensors, config, "
                                         "tokenizer, transformers LLM folder, manifest)")
@@ -190,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--multi-turn-train", action="store_true",
                        help="write each training video as one conversation with all its questions")
     synth.add_argument("--tasks", default="mcq",
-                       help="comma-separated tasks to write: mcq,temporal,region,mask,preference (docs/data.md)")
+                       help="comma-separated tasks to write: mcq,temporal,region,mask,preference,needle (docs/data.md)")
     synth.set_defaults(func=_synth)
     check = data.add_parser("check", help="decode every record's video (first/middle/last frame) without training; "
                                           "exit 2 when any cannot be read")

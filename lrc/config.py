@@ -137,8 +137,25 @@ class DistributedConfig:
     timeout_s: float = 1800.0  # how long a collective waits for the other ranks
 
 
+@dataclass
+class NiahConfig:
+    """Needle-in-a-haystack evaluation (paper Fig. 3; lrc/niah.py, docs/niah.md): haystacks of each frame
+    count (1 frame per second of video) × needle depth × hop count, scored teacher-forced by exact match."""
+
+    frame_counts: list = field(default_factory=lambda: [16, 32, 64, 128, 256])  # tried in increasing order
+    depths: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])  # 0: start, 1: end of the video
+    needle_frames: int = 4  # the needle image repeated as one clip (the compressor's clip_len)
+    hops: list = field(default_factory=lambda: [1, 2])  # 1: single-hop, 2: two needles, asked for their order
+    questions_per_cell: int = 4
+    memory_cap_gib: Union[float, None] = None  # a forward's peak above this counts as out of memory
+    root: str = "data/niah"  # haystack videos and records, cached (written only when missing)
+    seed: int = 0
+    size: int = 64  # haystack frame side in pixels
+    after_fit: bool = False  # `lrc fit` runs the evaluation after training and adds niah/* to metrics.json
+
+
 SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-                             "loss": LossConfig, "distributed": DistributedConfig}
+                             "loss": LossConfig, "distributed": DistributedConfig, "niah": NiahConfig}
 # ``trainer`` is bound to lightning.Trainer's own signature instead of a dataclass; devices, strategy and
 # precision are not trainer keys but the ``distributed`` block's.
 TRAINER_DEFAULTS: dict[str, Any] = {"max_epochs": 1, "log_every_n_steps": 10, "num_sanity_val_steps": 0}
@@ -433,6 +450,7 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
 
     problems += _check_token_dropout((cfg.get("model") or {}).get("token_dropout"), where)
     problems += _check_packing(cfg, where)
+    problems += _check_niah(cfg, where)
     problems += _check_init((cfg.get("model") or {}).get("init"), where)
     problems += _check_trainer(cfg.get("trainer"), where)
     problems += _check_distributed(cfg, where)
@@ -504,6 +522,12 @@ def _check_token_dropout(node: Any, where: Any) -> list[str]:
         return problems
     schedule = TokenDropout(**{k: v for k, v in node.items() if k != "enabled"})
     return [f"{where(key)}: {key}: {p}" for p in schedule.problems()]
+
+
+def _check_niah(cfg: dict[str, Any], where: Any) -> list[str]:
+    from lrc.niah import check_niah
+
+    return [f"{where(key)}: {key}: {what}" for key, what in check_niah(cfg)]
 
 
 def _check_packing(cfg: dict[str, Any], where: Any) -> list[str]:

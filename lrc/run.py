@@ -180,6 +180,7 @@ def _finish(run_dir: Path, module: Any, metrics: dict[str, float]) -> dict[str, 
     """skipped.json and metrics.json, by rank 0 only (the module gathered every rank's share of both)."""
     skipped = [vars(s) for s in module.skipped.values()]
     metrics["data/skipped"] = float(len(skipped))
+    metrics.update(_cost_metrics(module))
     if not module.trainer.is_global_zero:
         return metrics
     write_json(run_dir / "skipped.json", skipped)
@@ -188,6 +189,26 @@ def _finish(run_dir: Path, module: Any, metrics: dict[str, float]) -> dict[str, 
         log.warning("%d sample(s) skipped because their video could not be read; see %s",
                     len(skipped), run_dir / "skipped.json")
     return metrics
+
+
+def _cost_metrics(module: Any) -> dict[str, float]:
+    """What a run cost, for `lrc ablate`'s tables (docs/ablations.md): the visual tokens the LLM received per
+    validation video, counted during validation (after compression; before any token dropout inside the
+    LLM), and this process's peak memory: resident set size, and on CUDA the largest allocation torch made."""
+    import resource
+    import sys
+
+    import torch
+
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    out = {"sys/peak_rss_mib": round(rss, 1)}
+    tokens = module.visual_tokens_per_video()
+    if tokens is not None:
+        out["model/visual_tokens_per_video"] = round(tokens, 2)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["sys/peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 @contextmanager
@@ -249,6 +270,10 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}
     metrics.update({"train/time_s": round(train_time, 2), "train/steps": float(trainer.global_step),
                     "train/epochs": float(trainer.current_epoch), "train/nan_skipped": float(module.nan_skipped)})
+    if cfg["niah"]["after_fit"] and trainer.is_global_zero:  # NIAH as a column of an ablation (lrc/niah.py)
+        from lrc.niah import after_fit
+
+        metrics.update(after_fit(cfg, module, run_dir))
     return _finish(run_dir, module, metrics)
 
 
@@ -309,6 +334,21 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
+def load_weights(module: Any, state: dict[str, Any], ckpt: str | Path) -> None:
+    """A checkpoint's state dict into the module built from the config (``lrc test``, ``lrc niah``)."""
+    from lrc.checkpoints import CheckpointError
+
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ: another architecture or vocabulary
+        raise CheckpointError(f"checkpoint {ckpt} does not match this config's model: {str(exc)[:500]}. Use the config "
+                              "the checkpoint was trained with (its run dir has config.yaml).") from None
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {ckpt} does not match this config's model: {len(missing)} missing keys "
+                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the "
+                              "config the checkpoint was trained with (its run dir has config.yaml).")
+
+
 def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path, dict[str, float]]:
     from lrc.checkpoints import load_state_dict_file
 
@@ -318,11 +358,7 @@ def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path,
     run_dir = make_run_dir(cfg, out)
     write_resolved_config(run_dir, cfg, loaded)
     module, data = _build(cfg)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {ckpt} does not match this config's model: {len(missing)} missing keys "
-                         f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use the "
-                         "config the checkpoint was trained with (its run dir has config.yaml).")
+    load_weights(module, state, ckpt)
     trainer = _trainer(cfg, run_dir, module.model)
     with _report_when_too_many_bad(run_dir, module):
         trainer.validate(module, datamodule=data, verbose=False)
