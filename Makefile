@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo study test test-fast clean
 
 $(BIN)/lrc: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(BIN)/lrc
 
 demo: setup
 	$(BIN)/lrc fit experiments/demo/tiny.yaml
+
+# The default study: four HiCo compressors at 16 tokens per frame -> results table and plots (docs/ablations.md)
+study: setup
+	$(BIN)/lrc ablate experiments/ablations/compressors.yaml --out runs/study-compressors
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

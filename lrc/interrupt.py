@@ -28,6 +28,21 @@ from lrc.run import Interrupted, write_json
 log = logging.getLogger("lrc")
 
 
+@contextmanager
+def handling_stop_signals(handler: Any) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM inside the block (the previous handlers after it). Only the main
+    thread receives signals, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
 class GracefulInterrupt(Checkpoint):
     """After the optimizer step that a signal arrived in: save checkpoints/last.ckpt (weights, optimizer,
     scheduler, loop state and data position) and interrupted.json, then stop with :class:`Interrupted`."""
@@ -46,17 +61,8 @@ class GracefulInterrupt(Checkpoint):
         log.warning("%s received: finishing the current step, then saving %s (Ctrl-C again stops at once, "
                     "unsaved)", signal.Signals(signum).name, self.ckpt_path)
 
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
-            yield
-            return
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    def installed(self) -> Any:
+        return handling_stop_signals(self._handle)
 
     def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         if self.signum is not None:  # this batch's optimizer step is done

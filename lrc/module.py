@@ -205,6 +205,9 @@ class VideoMLLMModule(L.LightningModule):
         if not batch["size"]:
             return
         out = self.model(batch)
+        # what the LLM received per video after compression (HiCo level 1), counted, not derived from the
+        # config: an adaptive sampler gives each video its own frame count (lrc ablate reports the mean)
+        self._val["visual_tokens"] += [int(v.shape[0]) for v in out.visual]
         loss = answer_loss(out.logits, out.labels)
         self._val["loss"].append((float(loss), batch["size"]))
         preds, golds = mcq_predictions(out.logits, batch, out.answer_start)
@@ -264,7 +267,7 @@ class VideoMLLMModule(L.LightningModule):
             total = sum(n for _, n in self._val["loss"])
             out["loss"] = sum(l * n for l, n in self._val["loss"]) / total
         for key, values in self._val.items():
-            if key not in ("loss", "mcq") and values:
+            if key not in ("loss", "mcq", "visual_tokens") and values:
                 out[key] = sum(values) / len(values)
         if self._val["mcq"]:
             out["mcq_acc"] = sum(ok for ok, _ in self._val["mcq"]) / len(self._val["mcq"])
@@ -275,6 +278,11 @@ class VideoMLLMModule(L.LightningModule):
             for t, oks in sorted(by_type.items()):
                 out[f"mcq_acc_{t}"] = sum(oks) / len(oks)
         return out
+
+    def visual_tokens_per_video(self) -> float | None:
+        """Mean number of visual tokens the LLM received per validation video (None before validating)."""
+        counts = self._val["visual_tokens"]
+        return sum(counts) / len(counts) if counts else None
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

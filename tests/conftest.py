@@ -21,6 +21,11 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_overrides(corpus, tmp_path) -> list[str]:
     """Shrinks the demo to seconds: 32 px frames, 4 frames, one-layer towers."""
+    return tiny_override_list(corpus, tmp_path)
+
+
+def tiny_override_list(corpus: Path, tmp_path: Path) -> list[str]:
+    """The ``tiny_overrides`` list, for fixtures of a wider scope (tests/test_ablate.py)."""
     return [
         f"data.root={corpus}", "data.synth_videos=null", "data.batch_size=4",
         "data.sampler.num_frames=4",

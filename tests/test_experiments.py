@@ -1,5 +1,6 @@
 """Every committed experiment config validates (plugin names, arguments, combinations)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -7,12 +8,27 @@ import pytest
 from lrc.config import load_config, validate
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml"))
+# ablation files (one `ablation:` mapping, run by `lrc ablate`) are studies, not experiment configs
+STUDIES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if re.search(r"^ablation:", p.read_text(), re.M))
+CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p not in STUDIES)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_experiment_validates(path):
     validate(load_config(path))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_study_expands_and_every_cell_validates(path):
+    from lrc.ablate import load_plan, validate_cells
+
+    plan = load_plan(path)
+    configs, invalid = validate_cells(plan)
+    assert not invalid and len(configs) == len(plan.cells) > 1
+
+
+def test_the_default_studies_exist():
+    assert {"compressors", "tokens_per_frame", "hico_x_tpo"} <= {p.stem for p in STUDIES}
 
 
 def test_ablations_cover_the_hico_axes():
