@@ -127,19 +127,17 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
         raise ConfigError(problems)
     if "grid" in spec:
         if base is None and not problems:
-            problems.append(f"{where}: ablation.base: required with `grid:`: the experiment config every cell starts from")
+            problems.append(f"{where}: ablation.base: required with `grid:` (the experiment config every cell "
+                            "starts from)")
         entries, axes = _grid_entries(spec["grid"], where, problems)
     else:
         entries, axes = _cell_entries(path, spec["cells"], base, problems)
-    if set(overrides) & set(axes):
-        problems += [f"{where}: ablation.overrides: {k} is also varied by the cells; keep it in one place"
-                     for k in overrides if k in axes]
-
     seeds = spec.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or
                               not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
                               or len(set(seeds)) != len(seeds)):
-        problems.append(f"{where}: ablation.seeds: expected a list of distinct integers such as [0, 1, 2], got {seeds!r}")
+        problems.append(f"{where}: ablation.seeds: expected a list of distinct integers such as [0, 1, 2], "
+                        f"got {seeds!r}")
         seeds = None
     metrics = spec.get("metrics")
     if metrics is not None and (not isinstance(metrics, list) or not metrics or
@@ -148,9 +146,11 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
                         f"got {metrics!r}")
         metrics = None
 
-    # the command line applies to every cell; it may not undo what the ablation varies
-    command_line = list(command_line)
+    # the overrides and the command line apply to every cell; they may not undo what the ablation varies
     varied_keys = set(axes) | ({"run.seed"} if seeds else set())
+    problems += [f"{where}: ablation.overrides: {k} is also varied by the {'seeds' if k not in axes else 'cells'}; "
+                 "keep it in one place" for k in overrides if k in varied_keys]
+    command_line = list(command_line)
     for key in _flat(parse_overrides(command_line)):
         if key in varied_keys:
             problems.append(f"command line: {key}: varied by the ablation ({where}); remove it from the command line "
@@ -452,9 +452,12 @@ class _SignalForwarder:
             log.warning("%s received: stopping before the next cell", signal.Signals(signum).name)
 
 
-def _attempt(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bool) -> dict[str, Any]:
-    """One run of a cell's fit in a child process: resumed from its last checkpoint when a previous
-    attempt left one, else from scratch (a run dir that saved nothing is moved aside)."""
+def _run_cell(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bool) -> float:
+    """One attempt at a cell's fit, in a child process: resumed from its last checkpoint when a previous
+    attempt left one, else from scratch (a run dir that saved nothing is moved aside). Its outcome is
+    added to cell.json; returns its wall time in seconds."""
+    from lrc.run import write_json
+
     run_dir = cell_dir / "run"
     lrc = [sys.executable, "-m", "lrc.cli", "fit"]
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
@@ -493,9 +496,16 @@ def _attempt(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: boo
     wall = time.perf_counter() - t0
     text = (cell_dir / "log.txt").read_bytes()[start:].decode("utf-8", errors="replace")
     rss_kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
-    return {"command": shlex.join(command), "started": started,
-            "exit_code": proc.returncode, "wall_s": round(wall, 1), "peak_rss_mib": round(rss_kib / 1024, 1),
-            "error": "" if proc.returncode == 0 else last_error(text, proc.returncode)}
+    finished = proc.returncode == 0 and (run_dir / "metrics.json").is_file()
+    error = ("" if finished else last_error(text, proc.returncode) if proc.returncode
+             else "exited with 0 but wrote no metrics.json")
+    attempt = {"command": shlex.join(command), "started": started, "exit_code": proc.returncode,
+               "wall_s": round(wall, 1), "peak_rss_mib": round(rss_kib / 1024, 1), "error": error}
+    record = _read_json(cell_dir / "cell.json")
+    write_json(cell_dir / "cell.json", {
+        "slug": cell.slug, "status": "done" if finished else "interrupted" if forward.signum else "failed",
+        "exit_code": proc.returncode, "error": error, "attempts": record.get("attempts", []) + [attempt]})
+    return wall
 
 
 def last_error(log_text: str, exit_code: int) -> str:
@@ -540,7 +550,6 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
            verbose: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> int:
     """``lrc ablate``: 0 when every cell finished, 1 when any failed, 128 + the signal when interrupted."""
     from lrc.interrupt import handling_stop_signals
-    from lrc.run import write_json
 
     plan = load_plan(path, overrides)
     out_dir = Path(out) if out is not None else Path("runs") / "ablations" / plan.name
@@ -560,7 +569,8 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
         results[slug] = dataclasses.replace(results[slug], status="invalid", error=f"invalid config: {error}",
                                             exit_code=None, metrics={})
     todo = [c for c in plan.cells if results[c.slug].status not in ("done", "invalid")]
-    echo(f"ablation {plan.name}: {len(plan.cells)} cells ({len(plan.cells) - len(todo) - len(invalid)} already done, "
+    done = len(plan.cells) - len(todo) - len(invalid)
+    echo(f"ablation {plan.name}: {len(plan.cells)} cell{'s' * (len(plan.cells) != 1)} ({done} already done, "
          f"{len(invalid)} invalid, {len(todo)} to run) -> {out_dir}")
     _prepare_corpora([configs[c.slug] for c in todo], echo)
 
@@ -573,31 +583,23 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
                 break
             cell_dir = out_dir / "cells" / cell.slug
             cell_dir.mkdir(parents=True, exist_ok=True)
-            index = plan.cells.index(cell) + 1
-            what = describe(cell.varied, cell.seed if plan.seeds and len(plan.seeds) > 1 else None)
+            tag = (f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}] "
+                   f"{describe(cell.varied, cell.seed if plan.seeds and len(plan.seeds) > 1 else None)} ...")
             resuming = (cell_dir / "run" / "checkpoints" / "last.ckpt").is_file()
-            echo(f"[{index}/{len(plan.cells)}] {what} ... {'resuming' if resuming else 'running'} "
-                 f"(log: {cell_dir / 'log.txt'})")
-            attempt = _attempt(cell, cell_dir, forward, verbose)
-            record = _read_json(cell_dir / "cell.json")
-            attempts = record.get("attempts", []) + [attempt]
-            finished = attempt["exit_code"] == 0 and (cell_dir / "run" / "metrics.json").is_file()
-            status = "done" if finished else ("interrupted" if forward.signum is not None else "failed")
-            error = "" if finished else attempt["error"] or "finished without metrics.json"
-            write_json(cell_dir / "cell.json", {"slug": cell.slug, "status": status, "exit_code": attempt["exit_code"],
-                                                "error": error, "attempts": attempts})
-            results[cell.slug] = _result_of(cell, cell_dir, seeds[cell.slug])
-            walls.append(attempt["wall_s"])
+            echo(f"{tag} {'resuming' if resuming else 'running'} (log: {cell_dir / 'log.txt'})")
+            wall = _run_cell(cell, cell_dir, forward, verbose)
+            result = results[cell.slug] = _result_of(cell, cell_dir, seeds[cell.slug])
+            walls.append(wall)
             left = len(todo) - n
-            eta = f"; about {_duration(left * sum(walls) / len(walls))} left" if left and status != "interrupted" else ""
-            if finished:
+            eta = f"; about {_duration(left * sum(walls) / len(walls))} left" if left and not forward.signum else ""
+            if result.status == "done":
                 main = (plan.metrics or ["val/mcq_acc"])[0]
-                value = results[cell.slug].metrics.get(main)
+                value = result.metrics.get(main)
                 score = f", {main} {value:.3f}" if isinstance(value, (int, float)) else ""
-                echo(f"[{index}/{len(plan.cells)}] {what} ... done in {_duration(attempt['wall_s'])}{score}{eta}")
+                echo(f"{tag} done in {_duration(wall)}{score}{eta}")
             else:
-                echo(f"[{index}/{len(plan.cells)}] {what} ... {status.upper()} (exit code {attempt['exit_code']}) after "
-                     f"{_duration(attempt['wall_s'])}: {error}{eta}")
+                echo(f"{tag} {result.status.upper()} (exit code {result.exit_code}) after {_duration(wall)}: "
+                     f"{result.error}{eta}")
 
     ordered = [results[c.slug] for c in plan.cells]
     paths = write_results(plan, ordered, out_dir, time.perf_counter() - t_start)

@@ -133,6 +133,8 @@ BAD = {
     "bad seeds": ("  grid: {run.seed: [1]}\n  seeds: 3\n", "ablation.seeds: expected a list of distinct integers"),
     "overrides repeat a grid key": ("  grid: {run.seed: [1, 2]}\n  overrides: {run.seed: 3}\n",
                                     "run.seed is also varied by the cells"),
+    "overrides repeat the seeds": ("  grid: {run.name: [a, b]}\n  seeds: [0, 1]\n  overrides: {run.seed: 3}\n",
+                                   "run.seed is also varied by the seeds"),
     "plugin argument no cell accepts": ("  grid: {model.compressor.tokens_per_fram: [4, 16]}\n",
                                         "no cell of the ablation has a valid config"),
 }
@@ -275,7 +277,8 @@ def test_ctrl_c_is_passed_to_the_running_cell_which_saves(corpus, tmp_path):
     out = tmp_path / "out"
     cell_dir = out / "cells" / "max_epochs-200"
     overrides = [o for o in tiny_override_list(corpus, tmp_path) if not o.startswith("trainer.max_epochs=")]
-    proc = subprocess.Popen([sys.executable, "-m", "lrc.cli", "ablate", str(path), "--out", str(out), *overrides],
+    proc = subprocess.Popen([sys.executable, "-m", "lrc.cli", "ablate", str(path), "--out", str(out), "--verbose",
+                             *overrides],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
@@ -292,6 +295,7 @@ def test_ctrl_c_is_passed_to_the_running_cell_which_saves(corpus, tmp_path):
             proc.communicate(timeout=120)
     assert proc.returncode == 130, output
     assert f"Resume with: lrc ablate {path} --out {out} " in output
+    assert f"INFO lrc: run dir: {cell_dir / 'run'}" in output  # --verbose: the cell's own output streamed too
     run = cell_dir / "run"
     assert (run / "interrupted.json").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
     assert not (run / "metrics.json").exists()
