@@ -462,6 +462,38 @@ def run(loaded: Any, ckpt: str, out: str | None = None) -> tuple[Path, dict[str,
 
 
 def after_fit(cfg: dict[str, Any], module: Any, run_dir: Path) -> dict[str, float]:
-    """``niah.after_fit``: the grid on the model just trained, into RUN_DIR/niah; the niah/* metrics."""
-    log.info("niah.after_fit: needle-in-a-haystack evaluation into %s", run_dir / "niah")
-    return evaluate(cfg, module, Path(run_dir) / "niah")
+    """``niah.after_fit``: the grid on the model just trained, into RUN_DIR/niah; the niah/* metrics.
+
+    The grid runs in a fresh process that loads the trained weights, as ``lrc niah`` would: in the
+    training process the optimizer state, the data pipeline's caches and the allocator's freed pages
+    stay resident (and on CUDA stay allocated), so its memory — and therefore the memory cap and
+    ``niah/max_frames_without_oom`` — would count training as well as evaluation.
+    """
+    import multiprocessing
+
+    import torch
+
+    out_dir = Path(run_dir) / "niah"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / "weights.pt"
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, weights)
+    log.info("niah.after_fit: needle-in-a-haystack evaluation into %s (in a fresh process)", out_dir)
+    try:
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            return pool.apply(_evaluate_saved, (cfg, str(weights), str(out_dir)))
+    finally:
+        weights.unlink(missing_ok=True)
+
+
+def _evaluate_saved(cfg: dict[str, Any], weights: str, out_dir: str) -> dict[str, float]:
+    """In the fresh process of ``after_fit``: rebuild the model from the config, load the weights, run the grid."""
+    import lightning as L
+    import torch
+
+    from lrc.build import build_model, build_module, build_tokenizer
+    from lrc.run import load_weights
+
+    L.seed_everything(cfg["run"]["seed"], workers=True, verbose=False)
+    module = build_module(cfg, build_model(cfg, build_tokenizer(cfg)))
+    load_weights(module, torch.load(weights, map_location="cpu", weights_only=True), weights)
+    return evaluate(cfg, module, Path(out_dir))
