@@ -721,12 +721,21 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
-def _groups(plan: Plan, results: list[CellResult]) -> dict[tuple, list[CellResult]]:
-    """Results by their varied values (the seeds of one cell together), in plan order."""
+def _groups(axes: list[str], results: list[CellResult]) -> dict[tuple, list[CellResult]]:
+    """Results by their values of `axes` (the seeds of one cell together), in plan order."""
     groups: dict[tuple, list[CellResult]] = {}
     for r in results:
-        groups.setdefault(tuple(_text(r.cell.varied[a]) for a in plan.axes), []).append(r)
+        groups.setdefault(tuple(_text(r.cell.varied[a]) for a in axes), []).append(r)
     return groups
+
+
+def _series_axes(plan: Plan, results: list[CellResult]) -> list[str]:
+    """The varied axes after the first that tell the plots' series apart: an axis whose value follows
+    from the x value (a cell's `base` next to its `label`) would only split one bar per x into two."""
+    x_axis, others = plan.axes[0], plan.axes[1:]
+    return [a for a in others
+            if any(len({_text(r.cell.varied[a]) for r in results if _text(r.cell.varied[x_axis]) == x}) > 1
+                   for x in {_text(r.cell.varied[x_axis]) for r in results})]
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -741,7 +750,7 @@ def table_markdown(plan: Plan, results: list[CellResult]) -> str:
     columns = [*plan.axes, *metrics, "train s", "peak RSS MiB", *(["peak CUDA MiB"] if has_cuda else []),
                "visual tokens / video", "status"]
     rows = []
-    for values, group in _groups(plan, results).items():
+    for values, group in _groups(plan.axes, results).items():
         done = [r for r in group if r.status == "done"]
 
         def cell(key: str, fmt: str, how: str = "mean") -> str:
@@ -791,7 +800,8 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    groups = _groups(plan, results)
+    series_axes = _series_axes(plan, results)
+    groups = _groups([plan.axes[0], *series_axes], results)
     xs = list(dict.fromkeys(values[0] for values in groups))
     series = list(dict.fromkeys(values[1:] for values in groups))
     raw_x = {_text(r.cell.varied[plan.axes[0]]): r.cell.varied[plan.axes[0]] for r in results}
@@ -809,7 +819,7 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
                 mean, std = _stats(found) if found else (math.nan, 0.0)
                 means.append(mean)
                 stds.append(std)
-            label = ", ".join(f"{a}={v}" for a, v in zip(plan.axes[1:], rest)) or None
+            label = ", ".join(f"{a}={v}" for a, v in zip(series_axes, rest)) or None
             yerr = stds if seeded else None
             if numeric:
                 positions = [raw_x[x] for x in xs]

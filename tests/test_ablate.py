@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lrc.ablate import ablate, last_error, load_plan, validate_cells
+from lrc.ablate import CellResult, _series_axes, ablate, last_error, load_plan, plot_results, validate_cells
 from lrc.cli import main
 from tests.conftest import DEMO, ROOT, tiny_override_list
 
@@ -77,6 +77,26 @@ def test_cells_with_their_own_bases_and_labels(tmp_path):
         {"label": "D", "base": "tiny", "tokens_per_frame": "(base)", "max_epochs": 2}]
     assert [c.base.name for c in plan.cells] == ["tiny.yaml", "other.yaml", "other.yaml", "tiny.yaml"]
     assert plan.cells[3].overrides == ["trainer.max_epochs=2"]  # nested mappings become dotted keys
+
+
+def test_plot_series_leave_out_axes_that_follow_from_the_x_axis(tmp_path):
+    """A labelled cell's base follows from its label: the plot has one bar per label, not a series
+    per base; a real second axis of a grid stays a series."""
+    other = write(tmp_path / "other.yaml", f"base: [{DEMO}]\nrun: {{name: other}}\n")
+    cells = load_plan(ablation(tmp_path, """
+  cells:
+    - {label: A}
+    - {label: B, base: other.yaml}
+"""))
+    grid = load_plan(ablation(tmp_path, """
+  grid:
+    model.compressor.name: [tome, pooling]
+    model.compressor.tokens_per_frame: [4, 16]
+""", name="grid.yaml"))
+    done = lambda plan: [CellResult(cell=c, status="done", metrics={"val/mcq_acc": 0.5}) for c in plan.cells]
+    assert other.exists() and cells.axes == ["label", "base"] and _series_axes(cells, done(cells)) == []
+    assert _series_axes(grid, done(grid)) == ["tokens_per_frame"]
+    assert [p.name for p in plot_results(cells, done(cells), tmp_path / "plots")] == ["val_mcq_acc.png"]
 
 
 def test_slugs_are_filesystem_safe_unique_and_stable(tmp_path):
