@@ -789,6 +789,12 @@ def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _why_no_value(group: list[CellResult]) -> str:
+    """What a plot says where a cell has no value for a metric: it failed, or it finished without that
+    metric (a TPO head's metric in a cell without the head)."""
+    return "failed" if any(r.status != "done" for r in group) else "no such metric"
+
+
 def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Path]:
     """One PNG per main metric: the metric against the first varied axis, one series per combination
     of the other axes; bars for categorical values, lines for numbers; error bars = std over seeds."""
@@ -827,10 +833,12 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
             else:
                 positions = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xs))]
                 ax.bar(positions, means, width, yerr=yerr, capsize=3, label=label)
-            for pos, mean, x in zip(positions, means, xs):  # a cell that ran and failed: say so where it would be
+            for pos, mean, x in zip(positions, means, xs):  # a cell without a value: say why where it would be
                 if math.isnan(mean) and (x, *rest) in groups:
-                    ax.annotate("failed", (pos, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                                textcoords="offset points", ha="center", rotation=90, fontsize="small", color="red")
+                    why = _why_no_value(groups[(x, *rest)])
+                    ax.annotate(why, (pos, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                                textcoords="offset points", ha="center", rotation=90, fontsize="small",
+                                color="red" if why == "failed" else "grey")
         if numeric:
             values = [raw_x[x] for x in xs]
             if min(values) > 0 and max(values) / min(values) >= 8:  # 4, 16, 64 tokens per frame: even steps
@@ -838,6 +846,7 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
             ax.set_xticks(values, [str(v) for v in values])
         else:
             ax.set_xticks(range(len(xs)), xs)
+            ax.set_xlim(-0.5, len(xs) - 0.5)  # a category without a bar keeps its place
         ax.set_xlabel(plan.axes[0])
         ax.set_ylabel(metric)
         ax.set_title(f"{plan.name}: {metric}")

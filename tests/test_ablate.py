@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lrc.ablate import CellResult, _series_axes, ablate, last_error, load_plan, plot_results, validate_cells
+from lrc.ablate import CellResult, _series_axes, _why_no_value, ablate, last_error, load_plan, plot_results, validate_cells
 from lrc.cli import main
 from tests.conftest import DEMO, ROOT, tiny_override_list
 
@@ -97,6 +97,8 @@ def test_plot_series_leave_out_axes_that_follow_from_the_x_axis(tmp_path):
     assert other.exists() and cells.axes == ["label", "base"] and _series_axes(cells, done(cells)) == []
     assert _series_axes(grid, done(grid)) == ["tokens_per_frame"]
     assert [p.name for p in plot_results(cells, done(cells), tmp_path / "plots")] == ["val_mcq_acc.png"]
+    failed = CellResult(cell=cells.cells[0], status="failed")
+    assert _why_no_value([failed]) == "failed" and _why_no_value(done(cells)[:1]) == "no such metric"
 
 
 def test_slugs_are_filesystem_safe_unique_and_stable(tmp_path):
