@@ -124,14 +124,25 @@ def test_work_that_exceeds_the_timeout_is_abandoned_and_cleans_up_after_itself()
 
 def test_read_that_exceeds_the_timeout_breaks_the_file_and_releases_the_reader(corpus):
     clip = sorted((corpus / "videos").glob("*.mp4"))[0]
+    gate, closed = threading.Event(), threading.Event()
     with VideoFile(clip, size=32, timeout_s=30) as video:
-        video.timeout_s = 1e-6  # decoding every frame takes far longer than a microsecond
-        with pytest.raises(VideoReadTimeout, match="timed out"):
+        reader, real_read = video._reader, video._read
+        real_close = reader.close
+        reader.close = lambda: (real_close(), closed.set())
+
+        def stuck_read(held, indices):  # the real decode, held back until the test lets it go: a hung
+            gate.wait(30)               # decoder, whatever the speed or load of the machine
+            return real_read(held, indices)
+
+        video._read = stuck_read
+        video.timeout_s = 0.05
+        with pytest.raises(VideoReadTimeout, match="timed out after 0.05s"):
             video.get_frames(list(range(video.num_frames)))
         with pytest.raises(VideoReadError, match="timed out"):  # no second try on a stuck decoder
             video.get_frames([0])
-    assert video._reader is None
-    # the abandoned worker finishes on its own (here: quickly) and closes the reader it held
+    assert video._reader is None and not closed.is_set()  # the stuck worker still holds the reader
+    gate.set()  # the stuck call comes back at last: its worker closes the reader it held
+    assert closed.wait(10)
     for t in [t for t in threading.enumerate() if t.name.startswith("lrc-video-read")]:
         t.join(timeout=10)
         assert not t.is_alive()
