@@ -36,7 +36,6 @@ import inspect
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -48,7 +47,8 @@ from lrc.registry import COMPRESSORS
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-from _memory import peak_kib as _peak_kib, reset_peak as _reset_peak, status_kib as _status_kib  # noqa: E402
+from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,  # noqa: E402
+                     status_kib as _status_kib)
 
 
 # -- building a compressor the way the builder does ---------------------------------------------
@@ -70,7 +70,7 @@ def worker(args: argparse.Namespace) -> dict:
     # one sample holding all clips (T = clips·clip_len frames); every compressor works clip by clip
     x = torch.randn(1, args.clips * args.clip_len, args.frame_tokens, args.dim).to(dtype)
 
-    base_kib = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_kib = _status_kib("VmRSS") or _max_rss_kib()
     reset_ok = _reset_peak()
     with torch.inference_mode():
         out = comp(x)  # the measured (cold) forward

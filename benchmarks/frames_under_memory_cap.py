@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -61,7 +60,8 @@ SETTINGS = ("none", "tome", "tome+dropout")
 GiB = 2**30
 
 
-from _memory import peak_kib as _peak_kib, reset_peak as _reset_peak, status_kib as _status_kib  # noqa: E402
+from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,  # noqa: E402
+                     status_kib as _status_kib)
 
 
 # -- the sizes ----------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def build_batch(setting: str, frames: int, s: Sizes, compressed: int, answer: in
 def probe(setting: str, frames: int, s: Sizes, compressed: int) -> dict:
     model = build_pipeline(setting, s, compressed)
     batch = build_batch(setting, frames, s, compressed)
-    base_kib = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_kib = _status_kib("VmRSS") or _max_rss_kib()
     reset_ok = _reset_peak()
     t0 = time.perf_counter()
     with torch.inference_mode():

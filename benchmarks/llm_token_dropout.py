@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -46,7 +45,8 @@ import torch
 VARIANTS = ("hf", "lrc", "dropout")
 
 
-from _memory import peak_kib as _peak_kib, reset_peak as _reset_peak, status_kib as _status_kib  # noqa: E402
+from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,  # noqa: E402
+                     status_kib as _status_kib)
 
 
 # -- the model and one sample ---------------------------------------------------------------------
@@ -94,7 +94,7 @@ def worker(args: argparse.Namespace) -> dict:
     embeds, attention_mask, visual_mask = sample(frames, args)
     forward = make_forward(variant, model, embeds, attention_mask, visual_mask, args)
 
-    base_kib = _status_kib("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_kib = _status_kib("VmRSS") or _max_rss_kib()
     reset_ok = _reset_peak()
     with torch.inference_mode():
         logits = forward()  # measured cold forward, also the warm-up

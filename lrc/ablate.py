@@ -57,6 +57,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from lrc.config import SECTIONS, ConfigError, load_config, parse_overrides, validate
+from lrc.ops import is_int
 from lrc.registry import suggest
 from lrc.run import _flat  # nested mappings as dotted keys, as `lrc fit --resume` reads overrides
 
@@ -134,7 +135,7 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
         entries, axes = _cell_entries(path, spec["cells"], base, problems)
     seeds = spec.get("seeds")
     if seeds is not None and (not isinstance(seeds, list) or not seeds or
-                              not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+                              not all(is_int(s) for s in seeds)
                               or len(set(seeds)) != len(seeds)):
         problems.append(f"{where}: ablation.seeds: expected a list of distinct integers such as [0, 1, 2], "
                         f"got {seeds!r}")
@@ -456,6 +457,7 @@ def _run_cell(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bo
     """One attempt at a cell's fit, in a child process: resumed from its last checkpoint when a previous
     attempt left one, else from scratch (a run dir that saved nothing is moved aside). Its outcome is
     added to cell.json; returns its wall time in seconds."""
+    from lrc.memory import max_rss_kib
     from lrc.run import write_json
 
     run_dir = cell_dir / "run"
@@ -495,7 +497,7 @@ def _run_cell(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bo
             forward.pid = None
     wall = time.perf_counter() - t0
     text = (cell_dir / "log.txt").read_bytes()[start:].decode("utf-8", errors="replace")
-    rss_kib = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    rss_kib = max_rss_kib(usage)
     finished = proc.returncode == 0 and (run_dir / "metrics.json").is_file()
     error = ("" if finished else last_error(text, proc.returncode) if proc.returncode
              else "exited with 0 but wrote no metrics.json")

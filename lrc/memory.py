@@ -7,6 +7,14 @@ back. Where the reset is not allowed it falls back to ru_maxrss, an upper bound 
 from __future__ import annotations
 
 import resource
+import sys
+
+
+def max_rss_kib(usage: resource.struct_rusage | None = None) -> float:
+    """``ru_maxrss`` in KiB: of ``usage`` (e.g. a child's, from ``os.wait4``), else of this process.
+    Linux reports it in KiB, macOS in bytes."""
+    usage = usage if usage is not None else resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
 
 
 def status_kib(key: str) -> int | None:
@@ -30,6 +38,6 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_kib(reset_ok: bool) -> int:
+def peak_kib(reset_ok: bool) -> float:
     hwm = status_kib("VmHWM") if reset_ok else None
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return hwm if hwm is not None else max_rss_kib()

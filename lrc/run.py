@@ -195,14 +195,11 @@ def _cost_metrics(module: Any) -> dict[str, float]:
     """What a run cost, for `lrc ablate`'s tables (docs/ablations.md): the visual tokens the LLM received per
     validation video, counted during validation (after compression; before any token dropout inside the
     LLM), and this process's peak memory: resident set size, and on CUDA the largest allocation torch made."""
-    import resource
-    import sys
-
     import torch
 
-    # ru_maxrss is in KiB on Linux, in bytes on macOS
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    out = {"sys/peak_rss_mib": round(rss, 1)}
+    from lrc.memory import max_rss_kib
+
+    out = {"sys/peak_rss_mib": round(max_rss_kib() / 1024, 1)}
     tokens = module.visual_tokens_per_video()
     if tokens is not None:
         out["model/visual_tokens_per_video"] = round(tokens, 2)
