@@ -31,6 +31,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from lrc.ops import is_int
+
 log = logging.getLogger("lrc")
 
 GiB = 2**30
@@ -40,10 +42,6 @@ HOP_NAMES = {1: "single", 2: "multi"}
 # ---------------------------------------------------------------------------------------------
 # Config checks (lrc/config.py calls check_niah for every config; `lrc niah` with running=True)
 # ---------------------------------------------------------------------------------------------
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -58,7 +56,7 @@ def check_niah(cfg: dict[str, Any], running: bool = False) -> list[tuple[str, st
     problems: list[tuple[str, str]] = []
     frames, depths, hops = n.get("frame_counts"), n.get("depths"), n.get("hops")
     needle = n.get("needle_frames")
-    if not _int(needle) or needle < 1:
+    if not is_int(needle) or needle < 1:
         problems.append(("niah.needle_frames", f"must be an integer >= 1 (frames in the needle clip), got {needle!r}"))
         needle = None
     if isinstance(hops, list):
@@ -73,7 +71,7 @@ def check_niah(cfg: dict[str, Any], running: bool = False) -> list[tuple[str, st
                                             f"opens the video, 1: it ends it), e.g. [0, 0.25, 0.5, 0.75, 1]; "
                                             f"got {depths!r}" + (f" (bad: {bad})" if bad else "")))
     if isinstance(frames, list):
-        bad = [f for f in frames if not _int(f) or f < 1]
+        bad = [f for f in frames if not is_int(f) or f < 1]
         if bad or not frames or len(set(map(str, frames))) != len(frames):
             problems.append(("niah.frame_counts", f"must be a non-empty list of distinct frame counts >= 1, got "
                                                   f"{frames!r}"))
@@ -86,13 +84,13 @@ def check_niah(cfg: dict[str, Any], running: bool = False) -> list[tuple[str, st
                                                       f"(niah.needle_frames={needle}) and holds at least {least} "
                                                       f"frames ({most} needle(s) and one clip of haystack)"))
     q = n.get("questions_per_cell")
-    if _int(q) and q < 1:
+    if is_int(q) and q < 1:
         problems.append(("niah.questions_per_cell", f"must be at least 1, got {q!r}"))
     cap = n.get("memory_cap_gib")
     if _number(cap) and not cap > 0:
         problems.append(("niah.memory_cap_gib", f"must be a positive number of GiB or null (no cap), got {cap!r}"))
     size = n.get("size")
-    if _int(size) and (size < 16 or size % 2):
+    if is_int(size) and (size < 16 or size % 2):
         problems.append(("niah.size", f"must be an even number of pixels >= 16 (yuv420p video), got {size!r}"))
     if (running or n.get("after_fit")) and not problems:
         clip = _clip_len(cfg)
@@ -117,7 +115,7 @@ def _clip_len(cfg: dict[str, Any]) -> int | None:
         value = plugin_arg(COMPRESSORS.get(node.get("name")), node, "clip_len", 1)
     except PluginError:
         return None
-    return value if _int(value) else None
+    return value if is_int(value) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +125,6 @@ def answer_exact_match(logits: Any, labels: Any, skip_ids: tuple[int, ...] = ())
     """Per row: does the argmax of the logits predicting each answer token equal that token, at every
     answer position (labels != -100, minus ``skip_ids`` such as the end-of-turn token)? Teacher-forced:
     position ``p``'s token is predicted by the logits at ``p - 1``."""
-    import torch
-
     from lrc.prompt import IGNORE_INDEX
 
     target = labels[:, 1:]
@@ -437,12 +433,9 @@ def text_table(cells: list[dict[str, Any]], n: dict[str, Any], oom_at: int | Non
 def run(loaded: Any, ckpt: str, out: str | None = None) -> tuple[Path, dict[str, Any]]:
     """``lrc niah CONFIG --ckpt PATH``: build the model from CONFIG, load the checkpoint as ``lrc test``
     does, run the grid into ``out`` (default: a fresh run dir)."""
-    import lightning as L
-
-    from lrc.build import build_model, build_module, build_tokenizer
     from lrc.checkpoints import load_state_dict_file
     from lrc.config import ConfigError, validate
-    from lrc.run import ensure_corpus, load_weights, make_run_dir, write_json, write_resolved_config
+    from lrc.run import ensure_corpus, make_run_dir, write_json, write_resolved_config
 
     cfg = validate(loaded)
     problems = check_niah(cfg, running=True)
@@ -452,10 +445,7 @@ def run(loaded: Any, ckpt: str, out: str | None = None) -> tuple[Path, dict[str,
     ensure_corpus(cfg)  # the tokenizer is the training corpus's
     run_dir = make_run_dir(cfg, out)
     write_resolved_config(run_dir, cfg, loaded)
-    L.seed_everything(cfg["run"]["seed"], workers=True, verbose=False)
-    module = build_module(cfg, build_model(cfg, build_tokenizer(cfg)))
-    load_weights(module, state, ckpt)
-    metrics: dict[str, Any] = dict(evaluate(cfg, module, run_dir))
+    metrics: dict[str, Any] = dict(evaluate(cfg, _module_with(cfg, state, ckpt), run_dir))
     metrics["checkpoint"] = str(ckpt)
     write_json(run_dir / "metrics.json", metrics)
     return run_dir, metrics
@@ -487,13 +477,20 @@ def after_fit(cfg: dict[str, Any], module: Any, run_dir: Path) -> dict[str, floa
 
 def _evaluate_saved(cfg: dict[str, Any], weights: str, out_dir: str) -> dict[str, float]:
     """In the fresh process of ``after_fit``: rebuild the model from the config, load the weights, run the grid."""
-    import lightning as L
     import torch
+
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    return evaluate(cfg, _module_with(cfg, state, weights), Path(out_dir))
+
+
+def _module_with(cfg: dict[str, Any], state: dict[str, Any], source: str | Path) -> Any:
+    """The module built from the config (seeded as ``lrc fit`` seeds it) with the weights of ``source``."""
+    import lightning as L
 
     from lrc.build import build_model, build_module, build_tokenizer
     from lrc.run import load_weights
 
     L.seed_everything(cfg["run"]["seed"], workers=True, verbose=False)
     module = build_module(cfg, build_model(cfg, build_tokenizer(cfg)))
-    load_weights(module, torch.load(weights, map_location="cpu", weights_only=True), weights)
-    return evaluate(cfg, module, Path(out_dir))
+    load_weights(module, state, source)
+    return module
