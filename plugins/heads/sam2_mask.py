@@ -77,6 +77,12 @@ BOX_SOURCES = ("hidden", "frames")
 PROPAGATIONS = ("video", "per_frame")
 
 
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the entries where ``weight`` is 1 (0 when there are none); multiplying, not
+    indexing, keeps the graph connected so that every rank still backpropagates through the head."""
+    return (values * weight).sum() / weight.sum().clamp(min=1)
+
+
 def packaged_config_names() -> list[str]:
     """Config names shipped inside the installed ``sam2`` package (valid values of ``config``)."""
     import sam2
@@ -437,8 +443,8 @@ class SAM2MaskHead(nn.Module):
                 cells = torch.tensor([self.locator.cell_of(b) for b in gold], device=device)
                 l1 = (predictions["frame_boxes"][i, :t].float() - gold).abs().mean(dim=1)
                 ce = F.cross_entropy(predictions["attention"][i, :t].float(), cells, reduction="none")
-                box_l1.append((l1 * seen).sum() / seen.sum().clamp(min=1))
-                attention.append((ce * seen).sum() / seen.sum().clamp(min=1))
+                box_l1.append(_masked_mean(l1, seen))
+                attention.append(_masked_mean(ce, seen))
             per_sample.update(box=torch.stack(box_l1), attention=torch.stack(attention))
         else:
             per_sample["box"] = (box.float() - gt_boxes).abs().mean(dim=1)
@@ -450,23 +456,19 @@ class SAM2MaskHead(nn.Module):
             gt = self._target(target, "masks", i, batch)[:t].to(device)  # [t, H, W]
             x = F.interpolate(logits[i, :t], size=gt.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
             seen = self._visible(target, t).to(device)
-            denom = seen.sum().clamp(min=1)
-            dice.append((dice_loss(x, gt, reduction="none") * seen).sum() / denom)
-            bce.append((sigmoid_bce_loss(x, gt, reduction="none") * seen).sum() / denom)
-            focal.append((sigmoid_focal_loss(x, gt, reduction="none") * seen).sum() / denom)
+            dice.append(_masked_mean(dice_loss(x, gt, reduction="none"), seen))
+            bce.append(_masked_mean(sigmoid_bce_loss(x, gt, reduction="none"), seen))
+            focal.append(_masked_mean(sigmoid_focal_loss(x, gt, reduction="none"), seen))
         per_sample.update(dice=torch.stack(dice), bce=torch.stack(bce), focal=torch.stack(focal))
 
         # Mean over the samples with the object visible at the prompt frame — or, for terms already
-        # averaged over a sample's visible frames, visible in any frame (0 if there are none;
-        # multiplying keeps the graph connected so every rank still backpropagates through the head).
+        # averaged over a sample's visible frames, visible in any frame.
         per_frame_terms = ({"box", "attention"} if "frame_boxes" in predictions else set()) | \
             ({"dice", "bce", "focal"} if self.propagation == "per_frame" else set())
         seen_any = torch.stack([self._visible(t, len(batch.frames[i])).amax() for i, t in enumerate(batch.targets)])
         seen_any = seen_any.to(device)
-        terms = {}
-        for name, values in per_sample.items():
-            weight = seen_any if name in per_frame_terms else visible
-            terms[name] = (values * weight).sum() / weight.sum().clamp(min=1)
+        terms = {name: _masked_mean(values, seen_any if name in per_frame_terms else visible)
+                 for name, values in per_sample.items()}
         terms["loss"] = sum(self.weights[name] * value for name, value in terms.items())
         return terms
 
