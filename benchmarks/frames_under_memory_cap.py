@@ -9,7 +9,7 @@ pipeline needs at most ``--cap-gib`` of activation memory (weights excluded), fo
 * ``tome+dropout``   — HiCo levels 1 + 2: the same, plus visual-token dropout inside the LLM
   (default layers [1, 2, 3] of the 4-layer model, ratios [0.5, 0.25, 0.125], uniform then attention).
 
-The pipeline is lrc's own ``VideoMLLM`` (``lrc/model.py``): encoder output for all T frames →
+The pipeline is lrc's own ``VideoMLLM`` (``lrc/model/mllm.py``): encoder output for all T frames →
 compressor → ``mlp`` projector → written into the ``<IMG_CONTEXT>`` slots of a prompt with
 ``--text-tokens`` text tokens → ``hf_causal_lm`` (Qwen2-style, random init), plain forward or
 ``forward_with_token_dropout``; logits for every kept position, as lrc computes them in training and
@@ -168,9 +168,9 @@ class FeatureStub(nn.Module):
 
 
 def build_pipeline(setting: str, s: Sizes, compressed: int):
-    from lrc.model import VideoMLLM
+    from lrc.model.mllm import VideoMLLM
     from lrc.registry import COMPRESSORS, LLMS, PROJECTORS
-    from lrc.token_dropout import TokenDropout
+    from lrc.model.token_dropout import TokenDropout
 
     torch.manual_seed(0)
     dtype = getattr(torch, s.dtype)

@@ -7,7 +7,7 @@ What. A small Qwen2-style LLM (random init from ``AutoConfig.for_model("qwen2", 
 
 * ``hf``      — the plain ``transformers`` forward (``model(inputs_embeds=..., attention_mask=...)``),
   for reference;
-* ``lrc``     — lrc's layer-by-layer forward, ``lrc.token_dropout.forward_with_token_dropout``, with the
+* ``lrc``     — lrc's layer-by-layer forward, ``lrc.model.token_dropout.forward_with_token_dropout``, with the
   same drop layers but every keep ratio 1.0 (nothing dropped: its overhead over ``hf``);
 * ``dropout`` — the same with the schedule (default layers [2, 4, 6], ratios [0.5, 0.25, 0.125] of the
   original visual count, mode ``uniform_then_attention``: uniform at the first drop, attention-guided
@@ -75,7 +75,7 @@ def sample(frames: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.T
 
 
 def make_forward(variant: str, model, embeds, attention_mask, visual_mask, args):
-    from lrc.token_dropout import TokenDropout, forward_with_token_dropout
+    from lrc.model.token_dropout import TokenDropout, forward_with_token_dropout
 
     if variant == "hf":
         return lambda: model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False).logits

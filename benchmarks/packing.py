@@ -8,7 +8,7 @@ video instruction data has: frames ~ lognormal (median ``--frames-median``, clip
 Qwen2-style LLM (lrc's ``hf_causal_lm`` plugin, SDPA, float32), forward + backward of L_base, in two ways:
 
 * ``padding`` — lrc's default loader: shuffled batches of ``--batch-size`` samples, right-padded to the
-  longest (``lrc.data.dataset.collate``), with a 2-D attention mask;
+  longest (``lrc.data.collate.collate``), with a 2-D attention mask;
 * ``packing`` — ``data.packing``: packs of at most ``--max-tokens`` tokens planned by
   ``lrc.data.packing.plan_packs``, one row per step (``collate_packed``), per-sample position ids, no mask
   (transformers builds the block-diagonal causal mask).
@@ -38,10 +38,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from lrc.data.dataset import collate  # noqa: E402
+from lrc.data.collate import collate  # noqa: E402
 from lrc.data.packing import collate_packed, plan_packs  # noqa: E402
-from lrc.model import answer_loss  # noqa: E402
-from lrc.prompt import IGNORE_INDEX  # noqa: E402
+from lrc.model.mllm import answer_loss  # noqa: E402
+from lrc.data.prompt import IGNORE_INDEX  # noqa: E402
 
 
 def corpus(args: argparse.Namespace) -> list[dict]:

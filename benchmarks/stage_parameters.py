@@ -26,7 +26,7 @@ STAGES = ROOT / "experiments" / "internvideo2_5"
 
 
 def count(stage: int, vocab: int, tokenizer_root: Path) -> dict[str, tuple[int, int]]:
-    from lrc.build import build_heads, build_model, build_module, build_tokenizer
+    from lrc.train.build import build_heads, build_model, build_module, build_tokenizer
     from lrc.config import load_config, validate
 
     cfg = validate(load_config(STAGES / f"stage{stage}.yaml", [f"data.root={tokenizer_root}"]))

@@ -50,7 +50,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _fit(args: argparse.Namespace) -> int:
     from lrc.config import load_config
-    from lrc.run import fit, resume
+    from lrc.train.run import fit, resume
 
     if args.resume:
         # `lrc fit --resume RUN_DIR a=b`: argparse hands the first override over as CONFIG
@@ -73,7 +73,7 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     from lrc.config import load_config
-    from lrc.run import test
+    from lrc.train.run import test
 
     run_dir, metrics = test(load_config(args.config, args.overrides), ckpt=args.ckpt, out=args.out)
     _report(run_dir, metrics)
@@ -82,7 +82,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _niah(args: argparse.Namespace) -> int:
     from lrc.config import load_config
-    from lrc.niah import run
+    from lrc.commands.niah import run
 
     out_dir, _ = run(load_config(args.config, args.overrides), ckpt=args.ckpt, out=args.out)
     print(f"\nNIAH results: {out_dir / 'niah.json'}, {out_dir / 'metrics.json'}")
@@ -90,13 +90,13 @@ def _niah(args: argparse.Namespace) -> int:
 
 
 def _ablate(args: argparse.Namespace) -> int:
-    from lrc.ablate import ablate
+    from lrc.commands.ablate import ablate
 
     return ablate(args.ablation, out=args.out, overrides=args.overrides, verbose=args.verbose, dry_run=args.dry_run)
 
 
 def _report(run_dir: Path, metrics: dict) -> None:
-    from lrc.distributed import is_launch_rank_zero
+    from lrc.parallel.distributed import is_launch_rank_zero
 
     if not is_launch_rank_zero():  # every rank of a multi-process fit ends here; one report is enough
         return
@@ -125,7 +125,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from lrc.data.check import check_annotations
-    from lrc.run import write_json
+    from lrc.files import write_json
 
     result = check_annotations(args.annotations, size=args.size, timeout_s=args.timeout_s)
     print(result.summary())
@@ -138,7 +138,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from lrc.export import export
+    from lrc.commands.export import export
 
     out = export(args.source, args.out, config=args.config, hf_llm=not args.no_hf_llm)
     print(f"exported to {out} (see {out / 'README.md'})")
@@ -148,7 +148,7 @@ def _export(args: argparse.Namespace) -> int:
 def _describe(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from lrc.pretrained import describe
+    from lrc.weights.pretrained import describe
 
     print(f"# the model block for {args.path}: paste it into an experiment (docs/checkpoints.md)")
     print(OmegaConf.to_yaml(OmegaConf.create({"model": describe(args.path)})), end="")
@@ -238,11 +238,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lrc.checkpoints import CheckpointError
+    from lrc.weights.checkpoints import CheckpointError
     from lrc.config import ConfigError
     from lrc.data.annotations import AnnotationError
     from lrc.registry import PluginError
-    from lrc.run import Interrupted, RunDirError
+    from lrc.train.interrupt import Interrupted
+    from lrc.train.run import RunDirError
 
     p = parser()
     # Overrides may come before or after options (`lrc fit exp.yaml --out d a=b`): argparse stops
@@ -271,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
-    except FloatingPointError as exc:  # lrc.module.NonFiniteLossError: a loss went NaN/inf (run.on_nan=stop)
+    except FloatingPointError as exc:  # lrc.train.module.NonFiniteLossError: a loss went NaN/inf (run.on_nan=stop)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -280,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # data.max_bad_fraction exceeded: bad input. Looked up lazily, since importing lrc.data.dataset
         # (Lightning) would cost every command seconds; if it was raised, its module is loaded.
-        # Likewise a distributed block this machine or launch cannot serve (lrc/distributed.py).
-        dataset, distributed = sys.modules.get("lrc.data.dataset"), sys.modules.get("lrc.distributed")
+        # Likewise a distributed block this machine or launch cannot serve (lrc/parallel/distributed.py).
+        dataset, distributed = sys.modules.get("lrc.data.dataset"), sys.modules.get("lrc.parallel.distributed")
         if (dataset is not None and isinstance(exc, dataset.TooManyBadSamples)) or \
                 (distributed is not None and isinstance(exc, distributed.DistributedSetupError)):
             print(f"error: {exc}", file=sys.stderr)

@@ -18,9 +18,10 @@ import importlib
 import importlib.metadata as metadata
 from dataclasses import dataclass
 from typing import Any, Callable
+from lrc.errors import LrcError
 
 
-class PluginError(LookupError):
+class PluginError(LrcError, LookupError):
     """A plugin name that does not resolve, or two plugins that claim one name."""
 
 
@@ -136,7 +137,7 @@ class Registry:
         return f"Registry({self.kind!r}, names={self.names()})"
 
 
-# The kinds. ``provided`` = arguments the builder passes; see lrc/build.py for where they come from.
+# The kinds. ``provided`` = arguments the builder passes; see lrc/train/build.py for where they come from.
 ENCODERS = Registry("encoders")
 COMPRESSORS = Registry("compressors", provided=("in_dim", "frame_tokens"))
 PROJECTORS = Registry("projectors", provided=("in_dim", "out_dim"))

@@ -25,7 +25,7 @@ def tiny_overrides(corpus, tmp_path) -> list[str]:
 
 
 def tiny_override_list(corpus: Path, tmp_path: Path) -> list[str]:
-    """The ``tiny_overrides`` list, for fixtures of a wider scope (tests/test_ablate.py)."""
+    """The ``tiny_overrides`` list, for fixtures of a wider scope (tests/commands/test_ablate.py)."""
     return [
         f"data.root={corpus}", "data.synth_videos=null", "data.batch_size=4",
         "data.sampler.num_frames=4",

@@ -20,7 +20,7 @@ def test_experiment_validates(path):
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
 def test_study_expands_and_every_cell_validates(path):
-    from lrc.ablate import load_plan, validate_cells
+    from lrc.commands.ablate import load_plan, validate_cells
 
     plan = load_plan(path)
     configs, invalid = validate_cells(plan)

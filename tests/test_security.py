@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrc.checkpoints import CheckpointError, load_state_dict_file
+from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
 from lrc.config import ConfigError, load_config, validate
 from lrc.registry import COMPRESSORS, PluginError
 
@@ -102,7 +102,7 @@ HYDRA_RESOLVERS = {"now", "hydra", "python_version"}
 def test_lrc_registers_no_custom_resolver():
     from omegaconf.basecontainer import BaseContainer
 
-    import lrc.build  # noqa: F401 - everything a run imports before resolving
+    import lrc.train.build  # noqa: F401 - everything a run imports before resolving
     import lrc.config  # noqa: F401
     from lrc_plugins.heads.sam2_mask import build_sam2  # pulls in sam2 and hydra
 

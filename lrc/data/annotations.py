@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from lrc.data.rle import check as rle_check
+from lrc.errors import LrcError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(LrcError, ValueError):
     """One or more malformed annotation records (the message lists every one)."""
 
 

@@ -27,10 +27,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.data.annotations import Record, load_annotations
+from lrc.data.collate import Collate
 from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
+from lrc.data.sharding import data_parallel_rank, eval_sampler
 from lrc.data.tasks import task_targets
+from lrc.data.prompt import PromptBuilder, PromptError
 from lrc.data.video import VideoFile, VideoReadError
-from lrc.prompt import IGNORE_INDEX, PromptBuilder, PromptError
+from lrc.errors import LrcError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class Skipped:
     reason: str
 
 
-class TooManyBadSamples(RuntimeError):
+class TooManyBadSamples(LrcError, RuntimeError):
     """More than ``data.max_bad_fraction`` of a split could not be used; the run stops.
 
     ``skipped`` lists every bad sample seen so far; the runner writes them to ``report``
@@ -107,7 +110,7 @@ class VideoConversationDataset(Dataset):
     def num_tokens(self, i: int) -> int:
         """Sample i's sequence length as ``__getitem__`` will build it, from the video's metadata alone (no
         frame is decoded): text plus one slot per visual token, i.e. frames × the compressor's tokens per
-        frame, after HiCo compression (lrc/prompt.py). 0 for a sample ``__getitem__`` will skip (unreadable
+        frame, after HiCo compression (lrc/data/prompt.py). 0 for a sample ``__getitem__`` will skip (unreadable
         video, bad prompt, longer than ``max_length``). Packing plans with it (lrc/data/packing.py)."""
         rec = self.records[i]
         try:
@@ -163,7 +166,7 @@ class VideoConversationDataset(Dataset):
             item["chosen_labels"] = torch.tensor(self.prompts.last_turn_only(enc).labels)
             item["rejected_input_ids"] = torch.tensor(worse.input_ids)
             item["rejected_labels"] = torch.tensor(worse.labels)
-        # TPO head targets (lrc/heads.py) from the record and the frames actually sampled
+        # TPO head targets (lrc/protocols.py) from the record and the frames actually sampled
         try:
             targets = task_targets(rec, indices, timestamps, duration, frame_size=tuple(frames.shape[1:3]))
         except ValueError as exc:
@@ -183,72 +186,8 @@ class VideoConversationDataset(Dataset):
         return item
 
 
-def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
-    """Right-pad to the longest sample; frames of all samples are concatenated along time."""
-    skipped = [it["skipped"] for it in items if "skipped" in it]
-    items = [it for it in items if "skipped" not in it]
-    batch: dict[str, Any] = {"skipped": skipped, "size": len(items)}
-    if not items:
-        return batch
-    length = max(len(it["input_ids"]) for it in items)
-    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    for b, it in enumerate(items):
-        n = len(it["input_ids"])
-        ids[b, :n], labels[b, :n], mask[b, :n] = it["input_ids"], it["labels"], 1
-    batch.update(
-        input_ids=ids, labels=labels, attention_mask=mask,
-        pixel_values=torch.cat([it["pixel_values"] for it in items]),
-        frames_per_sample=[len(it["pixel_values"]) for it in items],
-        timestamps=[it["timestamps"] for it in items],
-        ids=[it["id"] for it in items],
-        answer_start=torch.tensor([it["answer_start"] for it in items]),
-        question_type=[it["question_type"] for it in items],
-        # MCQ scoring: option token ids and the correct option (-1 / empty for non-MCQ samples)
-        option_ids=[it.get("option_ids", []) for it in items],
-        answer_index=torch.tensor([it.get("answer_index", -1) for it in items]),
-        query_positions=[it.get("query_positions", []) for it in items],
-    )
-    preference = [b for b, it in enumerate(items) if "rejected_input_ids" in it]
-    if preference:
-        # DPO pairs: the chosen answer is scored on the batch's own sequence (with chosen_labels),
-        # the rejected one on its own padded sequence that reuses the sample's video
-        rejected_len = max(len(items[b]["rejected_input_ids"]) for b in preference)
-        chosen_labels = torch.full((len(preference), length), IGNORE_INDEX, dtype=torch.long)
-        r_ids = torch.full((len(preference), rejected_len), pad_id, dtype=torch.long)
-        r_labels = torch.full((len(preference), rejected_len), IGNORE_INDEX, dtype=torch.long)
-        r_mask = torch.zeros((len(preference), rejected_len), dtype=torch.long)
-        for row, b in enumerate(preference):
-            it = items[b]
-            chosen_labels[row, :len(it["chosen_labels"])] = it["chosen_labels"]
-            n = len(it["rejected_input_ids"])
-            r_ids[row, :n], r_labels[row, :n], r_mask[row, :n] = it["rejected_input_ids"], it["rejected_labels"], 1
-        batch.update(preference_rows=preference, chosen_labels=chosen_labels, rejected_input_ids=r_ids,
-                     rejected_labels=r_labels, rejected_attention_mask=r_mask)
-    # TPO: per-sample task, head targets ({} for samples without a head), <region> input boxes
-    # (None where the prompt has none) and video durations
-    batch.update(
-        task=[it.get("task", "chat") for it in items],
-        targets=[it.get("targets", {}) for it in items],
-        input_boxes=[it.get("input_boxes") for it in items],
-        durations=torch.tensor([it.get("duration", 0.0) for it in items], dtype=torch.float32),
-    )
-    return batch
-
-
-class _Collate:
-    """Picklable collate (worker processes need it)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return collate(items, self.pad_id)
-
-
 class VideoDataModule(L.LightningDataModule):
-    """Train/val loaders over JSONL annotations; everything it needs is built by lrc.build."""
+    """Train/val loaders over JSONL annotations; everything it needs is built by lrc.train.build."""
 
     def __init__(
         self,
@@ -280,7 +219,7 @@ class VideoDataModule(L.LightningDataModule):
         ``packing``: ``{max_tokens, lookahead}`` to pack training samples into rows of at most max_tokens
         tokens instead of padded batches of ``batch_size`` (lrc/data/packing.py); None: no packing.
         Validation batches stay padded. ``sequence_parallel``: ranks that share one training sequence
-        (model.llm.sequence_parallel, lrc/sequence_parallel.py); the train order is sharded over groups
+        (model.llm.sequence_parallel, lrc/parallel/sequence_parallel.py); the train order is sharded over groups
         of that many ranks, so every rank of a group gets the same batches."""
         super().__init__()
         self.sequence_parallel = sequence_parallel
@@ -298,7 +237,7 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.collate = _Collate(pad_id)
+        self.collate = Collate(pad_id)
         self.datasets: dict[str, VideoConversationDataset] = {}
 
     def dataset(self, split: str) -> VideoConversationDataset:
@@ -366,8 +305,6 @@ class VideoDataModule(L.LightningDataModule):
                                                    pad_id=self.collate.pad_id, ids=[r.id for r in dataset.records],
                                                    **self.packing, **workers)
         else:
-            from lrc.sequence_parallel import data_parallel_rank
-
             replica, replicas = data_parallel_rank(self.sequence_parallel)
             loader = ResumableLoader(dataset, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
                                      order=EpochShuffleSampler(len(dataset), self.seed, replicas, replica), **workers)
@@ -388,8 +325,6 @@ class VideoDataModule(L.LightningDataModule):
         self._position = state.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
-        from lrc.distributed import eval_sampler
-
-        # under several ranks, each evaluates its own shard; lrc/module.py gathers the results
+        # under several ranks, each evaluates its own shard; lrc/train/module.py gathers the results
         sampler = eval_sampler(len(self.dataset("val")), getattr(self, "trainer", None))
         return self._loader("val", False, self.eval_batch_size, sampler=sampler)

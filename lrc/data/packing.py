@@ -17,7 +17,7 @@ row per batch here).
 
 A sample's length is its ``input_ids`` length, which already counts its visual tokens *after* HiCo
 compression: the prompt holds one ``<IMG_CONTEXT>`` slot per visual token (frames × the compressor's
-``tokens_per_frame``, lrc/prompt.py). Lengths are measured once before training from each video's
+``tokens_per_frame``, lrc/data/prompt.py). Lengths are measured once before training from each video's
 metadata (the sampler plugin picks the frame count from it), without decoding frames.
 
 Which samples share a pack is fixed for the run (a function of ``seed`` and the lengths); the order
@@ -38,8 +38,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lrc.data.collate import collate
 from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
-from lrc.prompt import IGNORE_INDEX
+from lrc.data.prompt import IGNORE_INDEX
 
 
 PACKING_KEYS = ("enabled", "max_tokens", "lookahead")
@@ -168,8 +169,6 @@ def collate_packed(items: list[dict[str, Any]], pad_id: int, max_tokens: int) ->
     the sequence (``answer_start``, ``query_positions``) are positions in the row. ``sample_start`` and
     ``sample_length`` give each sample's span of the row.
     """
-    from lrc.data.dataset import collate
-
     batch = collate(items, pad_id)  # per-sample entries; its padded token tensors are replaced below
     if not batch["size"]:
         return batch
@@ -197,20 +196,11 @@ def collate_packed(items: list[dict[str, Any]], pad_id: int, max_tokens: int) ->
         answer_start=batch["answer_start"] + starts,
         query_positions=[[p + int(s) for p in q] for q, s in zip(batch["query_positions"], starts)],
     )
-    # padded-batch only: the attention mask, and DPO's pairs (packing refuses DPO, lrc/config.py)
+    # padded-batch only: the attention mask, and DPO's pairs (packing refuses DPO, lrc/config/)
     for key in ("attention_mask", "preference_rows", "chosen_labels", "rejected_input_ids", "rejected_labels",
                 "rejected_attention_mask"):
         batch.pop(key, None)
     return batch
-
-
-def per_sample_rows(batch: dict[str, Any], row: torch.Tensor, fill: int) -> torch.Tensor:
-    """``[B, N]``: sample b's view of a packed ``[1, N]`` row, every other sample's positions set to
-    ``fill``; positions stay row positions, so per-sample code can index it like a padded batch."""
-    pos = torch.arange(row.shape[1], device=row.device)
-    start = batch["sample_start"].to(row.device).unsqueeze(1)
-    inside = (pos >= start) & (pos < start + batch["sample_length"].to(row.device).unsqueeze(1))
-    return torch.where(inside, row, torch.full_like(row, fill))
 
 
 class _PackedCollate:

@@ -4,7 +4,7 @@
 
 Annotations are in video units (spans in seconds, one box / mask per *video* frame, "FrameK" of the
 prompt); a head sees only the frames the sampler picked. This module is the one place that maps the
-first onto the second, so every head and metric gets the same targets (formats: lrc/heads.py):
+first onto the second, so every head and metric gets the same targets (formats: lrc/protocols.py):
 
 * ``temporal``: ``spans`` float [K, 2] seconds (clipped to the video), ``saliency`` float [T]: 1 where
   the sampled frame's timestamp ``t`` lies in a span. Spans are read as half-open ``[start, end)``

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lrc.checkpoints import load_state_dict_file
+from lrc.weights.checkpoints import load_state_dict_file
 from lrc.ops import pixel_shuffle
 from lrc.registry import ENCODERS
 
@@ -48,7 +48,7 @@ class TimmViTEncoder(nn.Module):
         self.image_size = image_size
         self.mean, self.std = tuple(mean), tuple(std)
         # the repeated blocks: FSDP's wrapping units and what activation checkpointing recomputes
-        # (lrc/distributed.py; transformers models say the same with _no_split_modules)
+        # (lrc/parallel/distributed.py; transformers models say the same with _no_split_modules)
         self.block_classes = (type(self.vit.blocks[0]),) if depth else ()
         self.shuffle = pixel_shuffle
         grid = image_size // patch_size

@@ -52,10 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrc.heads import HeadBatch
+from lrc.protocols import HeadBatch
 from lrc.ops import check_dropout, check_number
 from lrc.registry import HEADS
-from lrc.spans import cw_to_se, giou_matrix, grounding_metrics, hungarian_match, paired_giou, se_to_cw
+from lrc.model.spans import cw_to_se, giou_matrix, grounding_metrics, hungarian_match, paired_giou, se_to_cw
 
 FOREGROUND, NO_OBJECT = 0, 1  # class indices of the 2-way logit
 

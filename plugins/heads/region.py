@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
-from lrc.heads import HeadBatch
+from lrc.protocols import HeadBatch
 from lrc.registry import HEADS
 
 

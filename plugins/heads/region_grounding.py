@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_convert
 
-from lrc.heads import HeadBatch
+from lrc.protocols import HeadBatch
 from lrc.ops import check_number
 from lrc.registry import HEADS
 from lrc_plugins.heads.region import RegionHead, _mlp

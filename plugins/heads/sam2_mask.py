@@ -42,7 +42,7 @@ embedding; SAM2's image encoder and memory modules never (the image encoder runs
 SAM2 is built from its hydra YAML (a config packaged with ``sam2`` such as
 ``configs/sam2.1/sam2.1_hiera_t.yaml``, or a local file) with random weights; ``checkpoint`` loads a
 local SAM2 state dict (the released ``{"model": ...}`` ``.pt`` files, or a plain state dict /
-``.safetensors``) through :func:`lrc.checkpoints.load_state_dict_file`. Nothing is downloaded.
+``.safetensors``) through :func:`lrc.weights.checkpoints.load_state_dict_file`. Nothing is downloaded.
 ``image_size`` (SAM2 uses 1024) overrides the config's input size and the RoPE feature sizes of the
 memory attention that follow from it, so tests can run SAM2 at 128 px on a CPU; weights do not
 depend on it, so a 1024 px checkpoint loads at any size.
@@ -59,9 +59,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrc.checkpoints import CheckpointError, load_state_dict_file
-from lrc.heads import HeadBatch
-from lrc.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
+from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
+from lrc.protocols import HeadBatch
+from lrc.model.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
 from lrc.ops import check_number
 from lrc.registry import HEADS
 from lrc_plugins.heads.region_grounding import FrameLocator
@@ -504,7 +504,7 @@ class SAM2MaskHead(nn.Module):
         return masks
 
     def metrics(self, outputs: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, list[float]]:
-        """Per-sample DAVIS J, F and J&F over the sampled frames (lrc.masks; no frame is skipped)."""
+        """Per-sample DAVIS J, F and J&F over the sampled frames (lrc.model.masks; no frame is skipped)."""
         if len(outputs) != len(targets):
             raise ValueError(f"sam2_mask: {len(outputs)} outputs but {len(targets)} targets")
         values: dict[str, list[float]] = {"j": [], "f": [], "jf": []}

@@ -79,7 +79,7 @@ class HFCausalLM(nn.Module):
         new_token_ids: tuple[int, ...] = (),
     ):
         """``sequence_parallel``: P > 1 splits each training sequence over groups of P ranks, Ulysses-style
-        (lrc/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``."""
+        (lrc/parallel/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``."""
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -91,7 +91,7 @@ class HFCausalLM(nn.Module):
         check_number("hf_causal_lm", "sequence_parallel", sequence_parallel, integer=True, minimum=1)
         self.sequence_parallel = sequence_parallel
         if sequence_parallel > 1:
-            from lrc.sequence_parallel import register_attention
+            from lrc.parallel.sequence_parallel import register_attention
 
             attn = register_attention(attn)
         torch_dtype = getattr(torch, dtype) if dtype else None
@@ -110,7 +110,7 @@ class HFCausalLM(nn.Module):
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         if sequence_parallel > 1:
-            from lrc.sequence_parallel import check_model
+            from lrc.parallel.sequence_parallel import check_model
 
             check_model(self.model.config, sequence_parallel)
         self.hidden_size = self.model.config.hidden_size
@@ -156,8 +156,8 @@ class HFCausalLM(nn.Module):
 
     def forward_sequence_parallel(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
                                   labels: torch.Tensor | None = None, output_hidden_states: bool = False) -> Any:
-        """This rank's chunk of a sequence-parallel forward (lrc.sequence_parallel.sequence_parallel_forward)."""
-        from lrc.sequence_parallel import sequence_parallel_forward, sequence_parallel_group
+        """This rank's chunk of a sequence-parallel forward (lrc.parallel.sequence_parallel.sequence_parallel_forward)."""
+        from lrc.parallel.sequence_parallel import sequence_parallel_forward, sequence_parallel_group
 
         return sequence_parallel_forward(self.model, inputs_embeds, sequence_parallel_group(self.sequence_parallel),
                                          labels=labels, attention_mask=attention_mask,
@@ -166,8 +166,8 @@ class HFCausalLM(nn.Module):
     def forward_with_token_dropout(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                                    visual_mask: torch.Tensor, schedule: Any, labels: torch.Tensor | None = None,
                                    training: bool = False) -> Any:
-        """HiCo level 2 (lrc/token_dropout.py): the decoder run layer by layer, dropping visual tokens."""
-        from lrc.token_dropout import forward_with_token_dropout
+        """HiCo level 2 (lrc/model/token_dropout.py): the decoder run layer by layer, dropping visual tokens."""
+        from lrc.model.token_dropout import forward_with_token_dropout
 
         return forward_with_token_dropout(self.model, inputs_embeds, attention_mask, visual_mask, schedule,
                                           labels=labels, training=training)

@@ -207,7 +207,7 @@ def test_limit_counts_distinct_bad_samples_against_the_split(corpus):
 
 @pytest.mark.slow
 def test_fit_on_salted_corpus_trains_to_the_end_and_lists_each_bad_file(salted, tiny_overrides, tmp_path):
-    from lrc.run import fit
+    from lrc.train.run import fit
 
     root, bad, _ = salted
     # 5 bad of 47 training records: allowed at 0.2

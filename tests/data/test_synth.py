@@ -12,8 +12,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from lrc.data.annotations import load_annotations
-from lrc.data.synth import (DIRECTIONS, FPS_CHOICES, PALETTE, SHAPES, SPECIAL_TOKENS, _video_spec,
-                            build_corpus_tokenizer, synthesize)
+from lrc.data.synth import build_corpus_tokenizer, synthesize
+from lrc.data.synth.corpus import SPECIAL_TOKENS
+from lrc.data.synth.scenes import DIRECTIONS, FPS_CHOICES, PALETTE, SHAPES, video_spec
 from lrc.data.video import VideoFile
 
 KEYS = {"id", "video", "duration", "fps", "task", "question_type", "conversations", "options", "answer", "objects"}
@@ -185,7 +186,7 @@ def test_deterministic_for_a_seed(corpus, tmp_path):
 
 def test_durations_and_frame_rates_at_default_settings():
     # the spec only (no encoding): most videos short, a tail of minutes-long ones at low fps
-    specs = [_video_spec(np.random.default_rng([0, 100, i]), 64, 3.0, 180.0) for i in range(300)]
+    specs = [video_spec(np.random.default_rng([0, 100, i]), 64, 3.0, 180.0) for i in range(300)]
     seconds = np.array([s["num_frames"] / s["fps"] for s in specs])
     assert seconds.min() >= 2.9 and seconds.max() <= 180.5
     assert 0.7 < (seconds <= 20).mean() < 0.9
@@ -251,7 +252,7 @@ def test_every_corpus_text_encodes_without_unknowns(corpus, tokenizer):
 
 
 def test_works_with_lrc_prompt_builder(corpus, tokenizer):
-    from lrc.prompt import PromptBuilder, prepare_tokenizer
+    from lrc.data.prompt import PromptBuilder, prepare_tokenizer
 
     out, _ = corpus
     size = len(tokenizer)

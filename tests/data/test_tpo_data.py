@@ -14,8 +14,9 @@ import torch
 
 from lrc.data.annotations import AnnotationError, Record, load_annotations
 from lrc.data.rle import decode, encode
-from lrc.data.synth import (COUNT_QUESTION, COUNT_QUESTION_WITH_EVENT, PALETTE, SHAPES, TASK_TOKENS,
-                            _event, _questions, _render_with_labels, _video_spec, _AnswerDeck, synthesize)
+from lrc.data.synth import synthesize
+from lrc.data.synth.corpus import COUNT_QUESTION, COUNT_QUESTION_WITH_EVENT, TASK_TOKENS, _event, _questions
+from lrc.data.synth.scenes import PALETTE, SHAPES, AnswerDeck, render_with_labels, video_spec
 from lrc.data.tasks import TaskTargetError, saliency, task_targets
 from lrc.data.video import VideoFile
 
@@ -86,8 +87,8 @@ def test_default_corpus_annotations_and_frames_are_pinned(tmp_path):
 
     h = hashlib.sha256()
     for i in range(8):
-        spec = _video_spec(np.random.default_rng([0, 100, i]), 32, 1.0, 30.0)
-        for frame, _ in _render_with_labels(spec, 32):
+        spec = video_spec(np.random.default_rng([0, 100, i]), 32, 1.0, 30.0)
+        for frame, _ in render_with_labels(spec, 32):
             h.update(frame.tobytes())
     assert h.hexdigest() == "1632f05de4128d767827465c3ef504f4612d27e3f55b9db896a77bd45631e952"
 
@@ -275,8 +276,8 @@ def test_event_placement_never_touches_the_base_objects():
     found = 0
     for i in range(40):
         for size in (32, 64):
-            spec = _video_spec(np.random.default_rng([7, 100, i]), size, 1.0, 40.0)
-            questions = _questions(spec, np.random.default_rng([7, 100, i, 1]), _AnswerDeck(np.random.default_rng(0)))
+            spec = video_spec(np.random.default_rng([7, 100, i]), size, 1.0, 40.0)
+            questions = _questions(spec, np.random.default_rng([7, 100, i, 1]), AnswerDeck(np.random.default_rng(0)))
             named = re.search(r"What colour is the (\w+)\?", questions["colour"][0]).group(1)
             event = _event(spec, size, np.random.default_rng([7, 300, i]), avoid_shape=named)
             if event is None:
@@ -288,7 +289,7 @@ def test_event_placement_never_touches_the_base_objects():
             assert 0 <= event["first_frame"] < event["last_frame"] <= n
             spec["event"] = event
             count = len(spec["objects"])
-            for f, (_, labels) in enumerate(_render_with_labels(spec, size)):
+            for f, (_, labels) in enumerate(render_with_labels(spec, size)):
                 on = (labels == count).any()
                 assert on == (event["first_frame"] <= f < event["last_frame"]), f
                 if on:  # not touching: no base-object pixel next to an event pixel
@@ -485,8 +486,9 @@ def test_input_boxes_for_region_placeholders():
 def test_dataset_items_and_batches_carry_the_targets(tpo_corpus):
     from transformers import AutoTokenizer
 
-    from lrc.data.dataset import VideoConversationDataset, collate
-    from lrc.prompt import PromptBuilder, prepare_tokenizer
+    from lrc.data.collate import collate
+    from lrc.data.dataset import VideoConversationDataset
+    from lrc.data.prompt import PromptBuilder, prepare_tokenizer
     from lrc_plugins.samplers.uniform import UniformSampler
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(tpo_corpus / "tokenizer")))
@@ -522,7 +524,7 @@ def test_dataset_skips_a_record_it_cannot_serve(tpo_corpus):
     from transformers import AutoTokenizer
 
     from lrc.data.dataset import VideoConversationDataset
-    from lrc.prompt import PromptBuilder, prepare_tokenizer
+    from lrc.data.prompt import PromptBuilder, prepare_tokenizer
     from lrc_plugins.samplers.uniform import UniformSampler
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(tpo_corpus / "tokenizer")))

@@ -7,9 +7,9 @@ import time
 import pytest
 import torch
 
-from lrc.heads import Head, HeadBatch
+from lrc.protocols import Head, HeadBatch
 from lrc.registry import HEADS
-from lrc.spans import cw_to_se
+from lrc.model.spans import cw_to_se
 from lrc_plugins.heads.cgdetr import CGDETRHead
 
 D = 32

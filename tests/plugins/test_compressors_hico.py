@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrc.build import instantiate
+from lrc.train.build import instantiate
 from lrc.config import PLUGIN_SLOTS, ConfigError, load_config, validate
 from lrc.registry import COMPRESSORS, ENCODERS
 from lrc_plugins.compressors.mlp import MLPCompressor

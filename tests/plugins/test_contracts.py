@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrc.heads import HeadBatch
+from lrc.protocols import HeadBatch
 from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, SAMPLERS
 
 # Small-size arguments, for plugins whose defaults are real-size models.
@@ -116,7 +116,7 @@ def test_compressor_is_clip_local(name):
 
 
 def _head_targets(task, frames, size):
-    """Targets in the formats of lrc/heads.py, for the built-in tasks."""
+    """Targets in the formats of lrc/protocols.py, for the built-in tasks."""
     if task == "temporal":
         saliency = torch.zeros(frames)
         saliency[1:3] = 1

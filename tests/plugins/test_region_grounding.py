@@ -4,7 +4,7 @@ names, and its boxes follow — learnt in a few hundred steps on frames with two
 import pytest
 import torch
 
-from lrc.heads import HeadBatch
+from lrc.protocols import HeadBatch
 from lrc.registry import HEADS
 
 SIZE, FRAMES = 32, 3

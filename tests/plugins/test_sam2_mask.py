@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lrc.checkpoints import CheckpointError
-from lrc.heads import Head, HeadBatch
+from lrc.weights.checkpoints import CheckpointError
+from lrc.protocols import Head, HeadBatch
 from lrc.registry import HEADS
 
 HIDDEN = 32

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lrc.build import build_sampler
+from lrc.train.build import build_sampler
 from lrc.config import ConfigError, load_config, validate
 from lrc.registry import SAMPLERS
 from lrc_plugins.samplers.adaptive_fps import AdaptiveFpsSampler

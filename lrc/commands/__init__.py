@@ -1,0 +1,1 @@
+"""Commands built on training and evaluation: ``lrc ablate``, ``lrc niah``, ``lrc export``."""

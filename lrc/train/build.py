@@ -1,0 +1,188 @@
+"""The one builder: a validated config in, objects out.
+
+Order matters and is the only wiring in lrc:
+  tokenizer (its length sizes the LLM's embeddings)
+  → encoder (its out_dim feeds the compressor)
+  → compressor (its out_dim feeds the projector; its tokens_per_frame sizes the prompt)
+  → LLM (its hidden size is the projector's out_dim)
+  → projector → VideoMLLM
+  → data module (needs the tokenizer, tokens per frame and the encoder's image size/normalisation)
+  → LightningModule.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lrc.config import PLUGIN_SLOTS, ConfigError, head_slots, plugin_slots, slot_node, token_dropout_schedule
+from lrc.model.mllm import VideoMLLM
+from lrc.data.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
+from lrc.registry import HEADS, Registry
+
+log = logging.getLogger(__name__)
+
+
+def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> Any:
+    """Construct the plugin a config slot names, with builder-provided values added."""
+    node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    name = node.pop("name")
+    cls = registry.get(name)
+    # A plugin receives only the provided values its signature asks for (a sampler that rounds to
+    # the compressor's clip_len takes `clip_len`; one that does not, does not).
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    try:
+        return cls(**node, **{k: v for k, v in provided.items() if takes_any or k in params})
+    except ValueError as exc:
+        # A value only the built objects can refute (tome's head_dim against the encoder's width): still
+        # bad config, so the CLI reports it like validation does (exit 2), not as a crash with a traceback.
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError([f"{registry.kind} plugin {name!r} could not be built: {exc}"]) from exc
+
+
+def corpus_root(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["data"]["root"])
+
+
+def build_tokenizer(cfg: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    path = (cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or init_tokenizer(cfg)
+            or corpus_root(cfg) / "tokenizer")
+    if not Path(path).exists():
+        raise FileNotFoundError(
+            f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
+            f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), extra_tokens=head_tokens(cfg))
+
+
+def init_tokenizer(cfg: dict[str, Any]) -> str | None:
+    """The tokenizer that came with model.init's checkpoint: a model folder's own files, or an lrc
+    export's tokenizer/ (so a model keeps the token ids its embeddings were trained with)."""
+    path = ((cfg["model"].get("init") or {}).get("path")) or ""
+    for folder in (Path(path), Path(path) / "tokenizer"):
+        if path and (folder / "tokenizer_config.json").is_file():
+            return str(folder)
+    return None
+
+
+def head_classes(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Head label -> head class, without building anything."""
+    return {slot.split(".")[-1]: HEADS.get(slot_node(cfg, slot)["name"]) for slot in head_slots(cfg)}
+
+
+def head_tokens(cfg: dict[str, Any]) -> list[str]:
+    """The tokens the configured TPO heads need in the vocabulary (task, routing, <region>)."""
+    tokens = []
+    for cls in head_classes(cfg).values():
+        tokens += [cls.task_token, cls.begin_token]
+        if hasattr(cls, "encode_box"):
+            tokens.append(REGION_PLACEHOLDER)
+    return tokens
+
+
+def task_token_map(cfg: dict[str, Any]) -> dict[str, str]:
+    """Each head's task token -> its routing token (how answers are encoded, lrc/data/prompt.py)."""
+    return {cls.task_token: cls.begin_token for cls in head_classes(cfg).values()}
+
+
+def build_sampler(cfg: dict[str, Any], clip_len: int = 1) -> Any:
+    return instantiate(PLUGIN_SLOTS["data.sampler"], cfg["data"]["sampler"], clip_len=clip_len)
+
+
+def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
+    m = cfg["model"]
+    encoder = instantiate(PLUGIN_SLOTS["model.encoder"], m["encoder"])
+    compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim,
+                             frame_tokens=encoder.num_tokens)
+    # the TPO heads' tokens: under LoRA their embedding rows stay trainable (hf_causal_lm.wrap_lora)
+    new_token_ids = tuple(tokenizer.convert_tokens_to_ids(t) for t in head_tokens(cfg))
+    llm = instantiate(PLUGIN_SLOTS["model.llm"], m["llm"], vocab_size=len(tokenizer), new_token_ids=new_token_ids)
+    projector = instantiate(PLUGIN_SLOTS["model.projector"], m["projector"],
+                            in_dim=compressor.out_dim, out_dim=llm.hidden_size)
+    schedule = token_dropout_schedule(cfg)
+    if schedule is not None:
+        if not hasattr(llm, "forward_with_token_dropout"):
+            raise ValueError(f"model.token_dropout is enabled but llm plugin {m['llm']['name']!r} does not support "
+                             "token dropout (it has no forward_with_token_dropout); disable it")
+        problems = schedule.problems(getattr(llm, "num_layers", None))
+        if problems:
+            raise ValueError("model.token_dropout: " + "; ".join(problems))
+    model = VideoMLLM(encoder, compressor, projector, llm, img_context_id=tokenizer.convert_tokens_to_ids(IMG_CONTEXT),
+                      token_dropout=schedule, heads=build_heads(cfg, tokenizer, llm.hidden_size))
+    # model.init: weights from an lrc run/export or an InternVL checkpoint, over the built model
+    # (lrc/weights/pretrained.py; how stage 2 starts from stage 1, docs/checkpoints.md)
+    from lrc.weights.pretrained import apply_init
+
+    apply_init(model, m.get("init"))
+    return model
+
+
+def build_heads(cfg: dict[str, Any], tokenizer: Any, hidden_size: int) -> Any:
+    """TPO's TaskHeads (lrc/model/tpo.py) keyed by each head's task, or None when no head is configured."""
+    from lrc.model.tpo import TaskHeads
+
+    heads, labels = {}, {}
+    for slot in head_slots(cfg):
+        head = instantiate(HEADS, slot_node(cfg, slot), hidden_size=hidden_size)
+        heads[head.task], labels[head.task] = head, slot.split(".")[-1]
+    if not heads:
+        return None
+    ids = {task: tokenizer.convert_tokens_to_ids(h.task_token) for task, h in heads.items()}
+    begins = {task: tokenizer.convert_tokens_to_ids(h.begin_token) for task, h in heads.items()}
+    region = tokenizer.convert_tokens_to_ids(REGION_PLACEHOLDER) if REGION_PLACEHOLDER in head_tokens(cfg) else None
+    return TaskHeads(heads, hidden_size, ids, begin_ids=begins, region_token_id=region, labels=labels)
+
+
+def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
+    from lrc.data.dataset import VideoDataModule
+
+    d = cfg["data"]
+    root = corpus_root(cfg)
+    return VideoDataModule(
+        train_file=str(root / d["train"]), val_file=str(root / d["val"]),
+        sampler=build_sampler(cfg, clip_len=getattr(model.compressor, "clip_len", 1)),
+        prompts=PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg)),
+        image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
+        batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
+        max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
+        tasks=d["tasks"], read_timeout_s=d["read_timeout_s"], max_bad_fraction=d["max_bad_fraction"],
+        seed=cfg["run"]["seed"],
+        packing={k: v for k, v in d["packing"].items() if k != "enabled"} if d["packing"].get("enabled") else None,
+        sequence_parallel=getattr(model.llm, "sequence_parallel", 1),
+    )
+
+
+def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
+    from lrc.train.module import VideoMLLMModule
+
+    o = cfg["optim"]
+    return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"],
+                           betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"],
+                           loss=cfg["loss"], on_nan=cfg["run"]["on_nan"])
+
+
+def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """For the run's config.yaml: which class and package version each slot resolved to."""
+    from importlib import metadata
+
+    from lrc.registry import origin
+
+    out = {}
+    for slot, registry in plugin_slots(cfg).items():
+        name = slot_node(cfg, slot)["name"]
+        obj = registry.get(name)
+        top = obj.__module__.split(".")[0]
+        dist = metadata.packages_distributions().get(top, [top])[0]
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        out[slot] = {"name": name, "origin": origin(obj), "package": f"{dist}=={version}"}
+    return out

@@ -1,0 +1,2 @@
+"""Weights from files: safe checkpoint reading and loading released or earlier-stage weights
+(``model.init``)."""

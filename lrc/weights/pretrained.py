@@ -1,0 +1,573 @@
+"""Weights from a local checkpoint into a model lrc has built (``model.init``), in any of four layouts.
+
+A config builds the model (its sizes come from the YAML); ``model.init`` then fills it from a checkpoint,
+tensor by tensor, shard by shard, so an 8B checkpoint is never held twice in memory. Nothing is
+downloaded, no code from the checkpoint runs (safetensors or ``weights_only`` reads only, see
+lrc/weights/checkpoints.py; config.json is read as JSON), and nothing is guessed silently: every weight lands in
+one named place or is reported.
+
+Layouts (``model.init.layout``; ``auto`` tells them apart from config.json and the key names):
+
+``lrc``              lrc's own: ``checkpoints/last.ckpt`` of a run, ``model.safetensors`` of ``lrc export``
+                     (keys ``model.encoder.*``, ``model.llm.*`` ...) or a bare VideoMLLM state dict.
+                     This is how training stage 2 starts from stage 1 (paper §3.5; docs/checkpoints.md).
+``internvl_hf``      a transformers ``InternVLForConditionalGeneration`` folder (``save_pretrained``):
+                     ``model.vision_tower.*`` → encoder (``internvl_vit``), ``model.multi_modal_projector.*``
+                     → projector (``mlp``), ``model.language_model.*`` + ``lm_head`` → LLM (``hf_causal_lm``).
+                     The older prefixes (``vision_tower.*``, ``language_model.model.*``) load too.
+``internvl_remote``  the original InternVL2.5 / InternVideo2.5 remote-code folders (``vision_model.*``,
+                     ``mlp1.{0,1,3}.*``, ``language_model.*``, config.json with ``vision_config`` and
+                     ``llm_config``), mapped by name without running their modeling files: InternViT's fused
+                     ``attn.qkv`` is split into q/k/v, ``ls1/ls2`` become ``lambda_1/2`` ...; an InternLM2 LLM
+                     becomes a transformers ``llama`` model (``attention.wqkv`` unpacked per kv group), a
+                     Qwen2/Llama LLM maps 1:1.
+
+The LLM's embedding rows follow the tokenizer: lrc adds its own special tokens (``<IMG_CONTEXT>``, TPO's
+task tokens), so a model may have more rows than the checkpoint (the extra rows keep their fresh
+initialisation and are reported) or fewer (the model's embeddings grow to the checkpoint's rows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = ("auto", "lrc", "internvl_hf", "internvl_remote")
+COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
+INIT_KEYS = {"path": None, "layout": "auto", "components": None, "strict": True}
+_EXAMPLES = 4  # keys shown per kind of problem
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a checkpoint: a file, or a folder of (sharded) safetensors / weights-only torch files
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Checkpoint:
+    path: Path
+    files: list[Path]
+    config: dict[str, Any] | None  # config.json of a model folder, read as plain JSON
+
+    def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Every (key, tensor), one file at a time (a shard is released before the next is read)."""
+        for file in self.files:
+            state = load_state_dict_file(file)
+            if isinstance(state.get("model"), dict):
+                state = state["model"]  # {"model": state_dict}, as SAM2 and some trainers save
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    yield key, value
+            del state
+
+    def first_keys(self, n: int = 64) -> list[str]:
+        """Key names without reading tensors where the format allows it (safetensors headers)."""
+        keys: list[str] = []
+        for file in self.files:
+            if file.suffix == ".safetensors":
+                from safetensors import safe_open
+
+                with safe_open(str(file), framework="pt") as f:
+                    keys += list(f.keys())
+            else:  # a weights-only torch file has no header: read it
+                keys += [k for k, _ in Checkpoint(self.path, [file], None).tensors()]
+            if len(keys) >= n:
+                break
+        return keys[:n]
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if path.is_file():
+        return Checkpoint(path, [path], None)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist. Give a checkpoint file (.safetensors, .ckpt, .pt, "
+                              ".bin) or a model folder (config.json + safetensors shards).")
+    config = None
+    if (path / "config.json").is_file():
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{path / 'config.json'} is not valid JSON ({exc})") from exc
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = path / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text()).get("weight_map") or {}
+            files = [path / name for name in sorted(set(weight_map.values()))]
+            absent = [f.name for f in files if not f.is_file()]
+            if absent:
+                raise CheckpointError(f"{index} names shards that are not in {path}: {absent[:_EXAMPLES]}; "
+                                      "copy the whole checkpoint folder")
+            return Checkpoint(path, files, config)
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (path / name).is_file():
+            return Checkpoint(path, [path / name], config)
+    if (path / "checkpoints" / "last.ckpt").is_file():  # an lrc run dir: its latest checkpoint
+        return Checkpoint(path, [path / "checkpoints" / "last.ckpt"], None)
+    raise CheckpointError(f"{path} holds no weights lrc can read: expected model.safetensors, "
+                          "model.safetensors.index.json (+ shards), pytorch_model.bin(.index.json), or an lrc export "
+                          f"(model.safetensors); found {sorted(p.name for p in path.iterdir())[:8]}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layouts: a checkpoint key (and tensor) → keys of lrc's VideoMLLM ("encoder.vit...", "llm.model...")
+# ---------------------------------------------------------------------------------------------
+Converter = Callable[[str, torch.Tensor], list[tuple[str, torch.Tensor]]]
+
+
+def detect_layout(ckpt: Checkpoint) -> str:
+    cfg = ckpt.config or {}
+    if cfg.get("model_type") == "internvl_chat" or "llm_config" in cfg:
+        return "internvl_remote"
+    if cfg.get("model_type") == "internvl" or ("text_config" in cfg and "vision_config" in cfg):
+        return "internvl_hf"
+    keys = ckpt.first_keys()
+    if any(k.startswith(("vision_model.", "mlp1.")) for k in keys):
+        return "internvl_remote"
+    if any(k.startswith(("model.vision_tower.", "vision_tower.", "model.multi_modal_projector.",
+                         "multi_modal_projector.")) for k in keys):
+        return "internvl_hf"
+    if any(k.split(".")[0] in COMPONENTS or (k.startswith("model.") and k.split(".")[1] in COMPONENTS) for k in keys):
+        return "lrc"
+    raise CheckpointError(f"cannot tell the layout of {ckpt.path} (keys such as {keys[:_EXAMPLES]}); set "
+                          f"model.init.layout to one of {', '.join(LAYOUTS[1:])} (docs/checkpoints.md)")
+
+
+def lrc_converter(_: Checkpoint) -> Converter:
+    def convert(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        # a Lightning checkpoint / lrc export holds the LightningModule's keys: "model." + VideoMLLM's
+        if key.startswith("model.") and key.split(".")[1] in COMPONENTS:
+            key = key[len("model."):]
+        return [(key, value)]
+    return convert
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+# transformers-native InternVL: the LLM is a base model (no head) plus a separate lm_head.
+_HF_RULES = [
+    (r"^(model\.)?vision_tower\.", "encoder.vit."),
+    (r"^(model\.)?multi_modal_projector\.layer_norm\.", "projector.norm."),
+    (r"^(model\.)?multi_modal_projector\.linear_1\.", "projector.fc1."),
+    (r"^(model\.)?multi_modal_projector\.linear_2\.", "projector.fc2."),
+    (r"^model\.language_model\.", "llm.model.model."),  # transformers >= 4.52
+    (r"^language_model\.model\.", "llm.model.model."),  # older save_pretrained / hub "-hf" folders
+    (r"^(language_model\.)?lm_head\.", "llm.model.lm_head."),
+]
+
+
+def internvl_hf_converter(_: Checkpoint) -> Converter:
+    def convert(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        return [(_rename(key, _HF_RULES), value)]
+    return convert
+
+
+# Original InternViT (modeling_intern_vit.py) → transformers' InternVLVisionModel, which lrc's encoder wraps.
+_VIT_RULES = [
+    (r"^vision_model\.", "encoder.vit."),
+    (r"\.embeddings\.class_embedding$", ".embeddings.cls_token"),
+    (r"\.embeddings\.position_embedding$", ".embeddings.position_embeddings"),
+    (r"\.embeddings\.patch_embedding\.", ".embeddings.patch_embeddings.projection."),
+    (r"\.encoder\.layers\.", ".encoder.layer."),
+    (r"\.ls(\d)$", r".lambda_\1"),
+    (r"\.attn\.proj\.", ".attention.projection_layer."),
+    (r"\.attn\.", ".attention."),
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+]
+# InternVL's mlp1 = Sequential(LayerNorm, Linear, GELU, Linear): indices 0, 1, 3 (2 is the GELU)
+_MLP1_RULES = [(r"^mlp1\.0\.", "projector.norm."), (r"^mlp1\.1\.", "projector.fc1."), (r"^mlp1\.3\.", "projector.fc2.")]
+# InternLM2 (modeling_internlm2.py) → transformers' llama: same blocks, other names.
+_INTERNLM2_RULES = [
+    (r"^language_model\.output\.", "llm.model.lm_head."),
+    (r"^language_model\.", "llm.model."),
+    (r"\.tok_embeddings\.", ".embed_tokens."),
+    (r"\.attention\.wo\.", ".self_attn.o_proj."),
+    (r"\.feed_forward\.w1\.", ".mlp.gate_proj."),
+    (r"\.feed_forward\.w3\.", ".mlp.up_proj."),
+    (r"\.feed_forward\.w2\.", ".mlp.down_proj."),
+    (r"\.attention_norm\.", ".input_layernorm."),
+    (r"\.ffn_norm\.", ".post_attention_layernorm."),
+]
+
+
+def split_internvit_qkv(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """InternViT's fused ``attn.qkv`` rows are [q; k; v], each ``hidden`` rows with heads contiguous
+    (its forward reshapes the output to ``(3, heads, head_dim)``), so a plain split in thirds."""
+    if qkv.shape[0] % 3:
+        raise CheckpointError(f"InternViT attn.qkv has {qkv.shape[0]} rows, not a multiple of 3")
+    return tuple(t.contiguous() for t in qkv.chunk(3, dim=0))  # type: ignore[return-value]
+
+
+def unpack_internlm2_wqkv(wqkv: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int):
+    """InternLM2's ``attention.wqkv`` → llama's q_proj, k_proj, v_proj weights.
+
+    InternLM2 packs the rows per key/value head: for kv head ``h`` come its ``g = num_heads / num_kv_heads``
+    query heads, then its key head, then its value head, each ``head_dim`` rows (its forward views the
+    output as ``(h, g + 2, head_dim)``). Query head ``h·g + j`` is slot ``j`` of group ``h``, which is the
+    query head llama's grouped-query attention pairs with kv head ``h``, so the q rows keep that order.
+    """
+    groups = num_heads // num_kv_heads
+    if num_heads % num_kv_heads or wqkv.shape[0] != num_kv_heads * (groups + 2) * head_dim:
+        raise CheckpointError(
+            f"InternLM2 attention.wqkv has {wqkv.shape[0]} rows; {num_heads} heads / {num_kv_heads} kv heads of dim "
+            f"{head_dim} need {num_kv_heads * (groups + 2) * head_dim}. The checkpoint's config.json llm_config and "
+            "its weights disagree.")
+    packed = wqkv.reshape(num_kv_heads, groups + 2, head_dim, *wqkv.shape[1:])
+    q = packed[:, :groups].reshape(num_heads * head_dim, *wqkv.shape[1:])
+    k = packed[:, groups].reshape(num_kv_heads * head_dim, *wqkv.shape[1:])
+    v = packed[:, groups + 1].reshape(num_kv_heads * head_dim, *wqkv.shape[1:])
+    return q.contiguous(), k.contiguous(), v.contiguous()
+
+
+def remote_llm_kind(config: dict[str, Any] | None) -> str | None:
+    llm = (config or {}).get("llm_config") or {}
+    names = " ".join([str(llm.get("model_type", ""))] + [str(a) for a in llm.get("architectures") or []]).lower()
+    return "internlm2" if "internlm2" in names else (llm.get("model_type") or None)
+
+
+def internvl_remote_converter(ckpt: Checkpoint) -> Converter:
+    llm_cfg = (ckpt.config or {}).get("llm_config") or {}
+    kind = remote_llm_kind(ckpt.config)
+
+    def heads() -> tuple[int, int, int]:
+        try:
+            n, kv = int(llm_cfg["num_attention_heads"]), int(llm_cfg.get("num_key_value_heads") or llm_cfg["num_attention_heads"])
+            return n, kv, int(llm_cfg.get("head_dim") or llm_cfg["hidden_size"] // n)
+        except KeyError as exc:
+            raise CheckpointError(f"{ckpt.path}: unpacking InternLM2's attention.wqkv needs config.json llm_config."
+                                  f"{exc.args[0]}; copy the checkpoint's config.json next to its weights") from exc
+
+    def convert(key: str, value: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        if key.startswith("vision_model."):
+            new = _rename(key, _VIT_RULES)
+            if ".attention.qkv." in new:
+                q, k, v = split_internvit_qkv(value)
+                return [(new.replace(".qkv.", f".{n}_proj."), t) for n, t in zip("qkv", (q, k, v))]
+            return [(new, value)]
+        if key.startswith("mlp1."):
+            return [(_rename(key, _MLP1_RULES), value)]
+        if key.startswith("language_model."):
+            if kind == "internlm2" or ".attention.wqkv." in key or ".tok_embeddings." in key:
+                new = _rename(key, _INTERNLM2_RULES)
+                if ".attention.wqkv." in new:
+                    q, k, v = unpack_internlm2_wqkv(value, *heads())
+                    return [(new.replace(".attention.wqkv.", f".self_attn.{n}_proj."), t) for n, t in zip("qkv", (q, k, v))]
+                return [(new, value)]
+            return [("llm.model." + key[len("language_model."):], value)]  # Qwen2 / Llama: 1:1
+        return [(key, value)]  # reported as unexpected
+    return convert
+
+
+CONVERTERS: dict[str, Callable[[Checkpoint], Converter]] = {
+    "lrc": lrc_converter, "internvl_hf": internvl_hf_converter, "internvl_remote": internvl_remote_converter}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading into a built model
+# ---------------------------------------------------------------------------------------------
+def canonical(name: str) -> str:
+    """A parameter name with peft's wrappers taken out (LoRA on the LLM renames its base weights)."""
+    name = name.replace(".base_model.model.", ".", 1)
+    name = name.replace(".token_adapter.base_layer.", ".")  # trainable token rows (wrap_lora)
+    return name.replace(".base_layer.", ".").replace(".modules_to_save.default.", ".").replace(".original_module.", ".")
+
+
+def is_adapter(name: str) -> bool:
+    return ".lora_" in name or ".trainable_tokens_delta." in name
+
+
+@dataclass
+class InitReport:
+    path: str
+    layout: str
+    loaded: dict[str, int] = field(default_factory=dict)  # component -> tensors loaded
+    kept_init: list[str] = field(default_factory=list)  # components left as built
+    vocab: list[str] = field(default_factory=list)  # embedding rows adapted to the tokenizer
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{c}: {n} tensors" for c, n in self.loaded.items()]
+        text = f"model.init: loaded {self.path} ({self.layout} layout): {', '.join(parts) or 'nothing'}"
+        if self.kept_init:
+            text += f"; kept as built: {', '.join(self.kept_init)}"
+        if self.vocab:
+            text += "; " + "; ".join(self.vocab)
+        return text
+
+
+def _examples(items: list[str]) -> str:
+    return ", ".join(items[:_EXAMPLES]) + (f" (+{len(items) - _EXAMPLES} more)" if len(items) > _EXAMPLES else "")
+
+
+def _vocab_params(model: nn.Module) -> set[int]:
+    """ids of the LLM's input/output embedding weights, whose rows follow the tokenizer."""
+    llm = getattr(getattr(model, "llm", None), "model", None)
+    out = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(llm, getter, lambda: None)() if llm is not None else None
+        # trainable token rows under LoRA (hf_causal_lm.wrap_lora) wrap the embedding: its base holds the rows
+        module = getattr(getattr(module, "token_adapter", None), "base_layer", module)
+        if module is not None and getattr(module, "weight", None) is not None:
+            out.add(id(module.weight))
+    return out
+
+
+def _grow_vocab(model: nn.Module, rows: int) -> None:
+    llm = model.llm.model
+    try:
+        llm.resize_token_embeddings(rows, mean_resizing=False)
+    except TypeError:  # older transformers
+        llm.resize_token_embeddings(rows)
+
+
+def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", components: list[str] | None = None,
+                    strict: bool = True) -> InitReport:
+    """Fill ``model`` (a VideoMLLM) from the checkpoint at ``path``; raise CheckpointError listing every
+    mismatch (or, with ``strict=False``, log them and load what fits)."""
+    if layout not in LAYOUTS:
+        raise CheckpointError(f"model.init.layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    bad = [c for c in components or [] if c not in COMPONENTS]
+    if bad:
+        raise CheckpointError(f"model.init.components: unknown component(s) {bad}; use {', '.join(COMPONENTS)}")
+    ckpt = open_checkpoint(path)
+    layout = detect_layout(ckpt) if layout == "auto" else layout
+    convert = CONVERTERS[layout](ckpt)
+    report = InitReport(str(path), layout)
+
+    def index() -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+        actual = dict(model.state_dict(keep_vars=True))
+        canon: dict[str, list[str]] = defaultdict(list)
+        for name in actual:
+            if not is_adapter(name):
+                canon[canonical(name)].append(name)
+        return actual, canon
+
+    actual, canon = index()
+    vocab_ids = _vocab_params(model)
+    loaded: set[str] = set()
+    unexpected, mismatched, skipped = [], [], defaultdict(int)
+    wrong_shape: set[str] = set()
+    counts: dict[str, int] = defaultdict(int)
+    vocab_notes: dict[str, str] = {}
+    with torch.no_grad():
+        for key, value in ckpt.tensors():
+            for target, tensor in convert(key, value):
+                names = [target] if target in actual else canon.get(canonical(target), [])
+                origin = target if key in (target, f"model.{target}") else f"{target} (from {key})"
+                if not names:
+                    unexpected.append(origin)
+                    continue
+                component = names[0].split(".")[0]
+                if components is not None and component not in components:
+                    skipped[component] += 1
+                    continue
+                param = actual[names[0]]
+                if tensor.shape != param.shape and id(param) in vocab_ids and tensor.dim() == 2 \
+                        and tensor.shape[1:] == param.shape[1:] and tensor.shape[0] > param.shape[0]:
+                    vocab_notes["grow"] = (f"LLM embeddings grown from {param.shape[0]} to the checkpoint's "
+                                           f"{tensor.shape[0]} rows")
+                    _grow_vocab(model, tensor.shape[0])
+                    actual, canon = index()
+                    vocab_ids = _vocab_params(model)
+                    names = [target] if target in actual else canon.get(canonical(target), [])
+                    param = actual[names[0]]
+                for name in names:
+                    param = actual[name]
+                    if tensor.shape == param.shape:
+                        param.copy_(tensor)
+                    elif id(param) in vocab_ids and tensor.dim() == 2 and tensor.shape[1:] == param.shape[1:] \
+                            and tensor.shape[0] < param.shape[0]:
+                        # rows past the checkpoint's vocabulary are tokens lrc added (<IMG_CONTEXT>, TPO's task
+                        # tokens): they keep their fresh initialisation and are trained
+                        param[: tensor.shape[0]].copy_(tensor)
+                        vocab_notes["rows"] = (f"LLM embedding rows {tensor.shape[0]}..{param.shape[0] - 1} (tokens the "
+                                               "checkpoint does not have) kept as initialised")
+                    else:
+                        mismatched.append(f"{origin}: checkpoint {list(tensor.shape)} vs model {list(param.shape)}")
+                        wrong_shape.add(name)
+                        continue
+                    loaded.add(name)
+                counts[component] += 1
+    report.vocab = list(vocab_notes.values())
+    report.loaded = dict(counts)
+    wanted = set(components) if components is not None else set(counts)
+    loaded_ids = {id(actual[n]) for n in loaded if n in actual}
+    reported = loaded | wrong_shape
+    missing = [n for n in actual if n.split(".")[0] in wanted and n not in reported and not is_adapter(n)
+               and id(actual[n]) not in loaded_ids]  # tied weights (lm_head = embeddings) count once
+    report.kept_init = [c for c in COMPONENTS if c not in wanted and any(n.split(".")[0] == c for n in actual)]
+    if skipped:
+        log.info("model.init: skipped %s (not in model.init.components)",
+                 ", ".join(f"{n} tensors of {c}" for c, n in skipped.items()))
+
+    problems = []
+    if layout == "lrc":
+        hint_cfg = ("the config builds another model than the one saved; build it with the config the checkpoint was "
+                    "trained with (the run dir's or the export's config.yaml), changing only what may differ "
+                    "(docs/checkpoints.md)")
+        hint_plugins = "the checkpoint comes from another model; use its config.yaml"
+    else:
+        hint_cfg = (f"the config builds a differently sized model than the checkpoint; `lrc checkpoint describe {path}` "
+                    "prints model settings that match it")
+        hint_plugins = "use the plugins InternVL maps onto: encoder internvl_vit, projector mlp, llm hf_causal_lm"
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_examples(mismatched)}. Fix: {hint_cfg}")
+    if missing:
+        by = sorted({n.split('.')[0] for n in missing})
+        problems.append(f"{len(missing)} weight(s) of {', '.join(by)} missing from the checkpoint: {_examples(missing)}. "
+                        f"Fix: {hint_cfg}; or load only the components the checkpoint has "
+                        f"(model.init.components=[{', '.join(c for c in COMPONENTS if c in counts and c not in by)}])")
+    if unexpected:
+        lora = [u for u in unexpected if is_adapter(u)]
+        why = (" The checkpoint has LoRA adapters but this model has none (or others): configure the same "
+               "model.llm.lora, or load `lrc export`'s merged LLM.") if lora else ""
+        problems.append(f"{len(unexpected)} checkpoint weight(s) with no place in the model: {_examples(unexpected)}."
+                        f"{why} Fix: check model.init.layout ({layout} was used); {hint_plugins}")
+    if problems:
+        report.problems = problems
+        text = f"model.init: {path} ({layout} layout) does not fit the model built from this config:\n  - " + \
+            "\n  - ".join(problems)
+        if strict:
+            raise CheckpointError(text + "\n  (model.init.strict=false loads what fits and only warns)")
+        log.warning("%s", text)
+    log.info("%s", report.summary())
+    return report
+
+
+def apply_init(model: nn.Module, init: dict[str, Any] | None) -> InitReport | None:
+    """``model.init`` of a validated config, applied after the builder made the model."""
+    if not init or not init.get("path"):
+        return None
+    node = {**INIT_KEYS, **init}
+    return load_pretrained(model, node["path"], layout=node["layout"], components=node["components"],
+                           strict=node["strict"])
+
+
+def check_init(node: Any) -> list[tuple[str, str]]:
+    """What ``lrc validate`` says about ``model.init`` before anything is built: (key, problem) pairs."""
+    if node is None:
+        return []
+    if not isinstance(node, dict):
+        return [("", "must be a mapping such as {path: runs/stage1/.../checkpoints/last.ckpt, layout: auto}")]
+    problems = []
+    for key in node:
+        if key not in INIT_KEYS:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(INIT_KEYS), n=1)
+            problems.append((str(key), f"unknown key{f'; did you mean {close[0]!r}?' if close else ''} "
+                                       f"(keys: {', '.join(INIT_KEYS)})"))
+    path, layout = node.get("path"), node.get("layout", "auto")
+    if path is not None and not isinstance(path, str):
+        problems.append(("path", f"expected a local file or folder path, got {path!r}"))
+    elif isinstance(path, str) and not Path(path).exists():
+        problems.append(("path", f"{path} does not exist (paths are relative to the working directory)"))
+    if layout not in LAYOUTS:
+        problems.append(("layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}"))
+    components = node.get("components")
+    if components is not None:
+        if not isinstance(components, list) or not components:
+            problems.append(("components", "a non-empty list of components (encoder, projector, llm ...) or null for "
+                                           "every component the checkpoint has"))
+        else:
+            for c in components:
+                if c not in COMPONENTS:
+                    problems.append(("components", f"unknown component {c!r}; use {', '.join(COMPONENTS)}"))
+    if not isinstance(node.get("strict", True), bool):
+        problems.append(("strict", f"expected true or false, got {node.get('strict')!r}"))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# `lrc checkpoint describe`: the model block that builds a checkpoint's architecture
+# ---------------------------------------------------------------------------------------------
+# config keys that describe a file, a hub repo or a training run, not the architecture; vocab_size
+# comes from the tokenizer (the builder passes it)
+_NOT_ARCHITECTURE = {"transformers_version", "architectures", "vocab_size", "_name_or_path", "auto_map", "dtype",
+                     "torch_dtype", "use_bfloat16", "_attn_implementation_autoset", "attn_implementation",
+                     "_attn_implementation", "use_flash_attn", "output_attentions", "output_hidden_states",
+                     "return_dict", "id2label", "label2id", "problem_type", "chunk_size_feed_forward",
+                     "is_encoder_decoder", "_commit_hash"}
+
+
+def architecture(config: Any) -> dict[str, Any]:
+    """A transformers config's architecture keys (what `hf_causal_lm` / `internvl_vit` take as `config`)."""
+    return {k: v for k, v in config.to_diff_dict().items() if k not in _NOT_ARCHITECTURE}
+
+
+def _vision_from_remote(v: dict[str, Any]) -> dict[str, Any]:
+    """InternVisionConfig (remote code) → transformers' InternVLVisionConfig arguments."""
+    from transformers import InternVLVisionConfig
+
+    args = {k: v[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers",
+                              "image_size", "patch_size", "hidden_act", "layer_norm_eps", "norm_type",
+                              "num_channels") if k in v}
+    args.update(attention_bias=v.get("qkv_bias", True), use_qk_norm=v.get("qk_normalization", False),
+                attention_dropout=v.get("attention_dropout", 0.0), projection_dropout=v.get("attention_dropout", 0.0),
+                use_absolute_position_embeddings=True, use_mean_pooling=True)  # no final LayerNorm, as InternViT
+    return architecture(InternVLVisionConfig(**args))
+
+
+def _llm_from_remote(llm: dict[str, Any]) -> dict[str, Any]:
+    """llm_config (remote code) → the hf_causal_lm `config` of the transformers model lrc builds."""
+    from transformers import AutoConfig
+
+    if "internlm2" in " ".join([str(llm.get("model_type", ""))] + list(llm.get("architectures") or [])).lower():
+        args = {k: llm[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                    "num_key_value_heads", "hidden_act", "max_position_embeddings", "rms_norm_eps",
+                                    "tie_word_embeddings", "rope_theta", "bos_token_id", "eos_token_id",
+                                    "pad_token_id") if k in llm}
+        args["attention_bias"] = bool(llm.get("bias", False))  # InternLM2's one `bias` flag: wqkv and wo
+        scaling = llm.get("rope_scaling")
+        if scaling:  # InternLM2's dynamic / linear RoPE scaling are transformers' dynamic / linear rope types
+            args["rope_scaling"] = {"rope_type": scaling.get("type", scaling.get("rope_type")),
+                                    "factor": scaling["factor"]}
+        return architecture(AutoConfig.for_model("llama", **args))
+    args = {k: v for k, v in llm.items() if k not in _NOT_ARCHITECTURE and k != "model_type"}
+    return architecture(AutoConfig.for_model(llm["model_type"], **args))
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A ``model:`` block (encoder, projector, llm, init) that builds the architecture of the InternVL
+    checkpoint at ``path``, read from its config.json alone (no weights, no code)."""
+    ckpt = open_checkpoint(path)
+    cfg = ckpt.config
+    layout = detect_layout(ckpt)
+    if not cfg or layout == "lrc":
+        raise CheckpointError(f"{path}: describe reads an InternVL folder's config.json; an lrc checkpoint is described "
+                              "by the config.yaml of its run dir or export")
+    if layout == "internvl_hf":
+        from transformers import InternVLConfig
+
+        full = InternVLConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "transformers_version")})
+        vision, llm = architecture(full.vision_config), architecture(full.text_config)
+        # whether lm_head shares the embeddings is the top-level model's setting (the LLM inside has no head)
+        llm["tie_word_embeddings"] = bool(getattr(full, "tie_word_embeddings", llm.get("tie_word_embeddings", False)))
+        shuffle, layer = full.downsample_ratio, full.vision_feature_layer
+    else:
+        vision, llm = _vision_from_remote(cfg["vision_config"]), _llm_from_remote(cfg["llm_config"])
+        shuffle, layer = cfg.get("downsample_ratio", 0.5), cfg.get("select_layer", -1)
+    vision.pop("model_type", None)
+    return {
+        "encoder": {"name": "internvl_vit", "config": vision, "pixel_shuffle": shuffle, "select_layer": layer},
+        # HiCo compressors that keep the channel width fit InternVL's projector (docs/checkpoints.md)
+        "compressor": {"name": "tome"},
+        "projector": {"name": "mlp"},
+        "llm": {"name": "hf_causal_lm", "config": llm},
+        "init": {"path": str(path), "layout": layout},
+    }
