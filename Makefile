@@ -24,10 +24,13 @@ demo: setup
 study: setup
 	$(BIN)/lrc ablate experiments/ablations/compressors.yaml --out runs/study-compressors
 
+# lint-imports: the layer contracts of pyproject.toml (docs/design.md); a backwards import fails here
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 clean:

@@ -6,7 +6,7 @@ shared vocabulary (``in_dim``, ``frame_tokens``, ``clip_len``, ``tokens_per_fram
 ``tokens_per_frame``: its count is ``frame_tokens·shuffle²``, so ``shuffle`` is derived to give the
 same count, 0.25 for 256 → 16) — and run it on a batch of ``--clips`` clips, each clip one
 ``[clip_len, frame_tokens, dim]`` block. The defaults are InternVL2.5-8B's shapes after pixel shuffle
-(REFERENCE.md, HiCo level 1): 4 frames × 256 tokens × 4096 channels = 1024 tokens per clip, merged to
+(paper §3.1, HiCo level 1): 4 frames × 256 tokens × 4096 channels = 1024 tokens per clip, merged to
 64 (16 per frame). Each compressor runs in float32 and in bfloat16 (module and input cast).
 
 Reported per (compressor, dtype): tokens in / out per clip, output dim, learnable parameters, mean

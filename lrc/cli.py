@@ -22,10 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
-EXIT_BAD_INPUT = 2
+from lrc.errors import Interrupted, LrcError
+
+EXIT_BAD_INPUT = LrcError.exit_code
+DEBUG_ENV = "LRC_DEBUG"  # set to 1: tracebacks for input errors too (same as --debug)
 
 
 def _plugins_list(args: argparse.Namespace) -> int:
@@ -156,7 +161,11 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from lrc.config.schema import ANSWER_STYLES, SYNTH_TASKS, DataConfig  # what options share with the config
+
     p = argparse.ArgumentParser(prog="lrc", description="Long and rich context video MLLMs: HiCo + TPO as plugins.")
+    p.add_argument("--debug", action="store_true",
+                   help=f"show the traceback of input errors too (or set {DEBUG_ENV}=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     plugins = sub.add_parser("plugins", help="inspect registered plugins").add_subparsers(dest="action", required=True)
@@ -218,12 +227,12 @@ def parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=int, default=60)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--size", type=int, default=64, help="frame side in pixels")
-    synth.add_argument("--answer-style", choices=("letter", "text"), default="letter",
+    synth.add_argument("--answer-style", choices=ANSWER_STYLES, default=DataConfig.synth_answer_style,
                        help="answer MCQs with the option letter (benchmark style) or the option text")
     synth.add_argument("--multi-turn-train", action="store_true",
                        help="write each training video as one conversation with all its questions")
-    synth.add_argument("--tasks", default="mcq",
-                       help="comma-separated tasks to write: mcq,temporal,region,mask,preference,needle (docs/data.md)")
+    synth.add_argument("--tasks", default=",".join(DataConfig().synth_tasks),
+                       help=f"comma-separated tasks to write: {','.join(SYNTH_TASKS)} (docs/data.md)")
     synth.set_defaults(func=_synth)
     check = data.add_parser("check", help="decode every record's video (first/middle/last frame) without training; "
                                           "exit 2 when any cannot be read")
@@ -231,63 +240,57 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--report", help="write the bad records as JSON [{id, video, reason}] (skipped.json format)")
     check.add_argument("--size", type=int, default=None,
                        help="decode at this frame side, as training does (default: native size)")
-    check.add_argument("--timeout-s", type=float, default=30.0,
-                       help="give up on a video open/read after this many seconds (data.read_timeout_s)")
+    check.add_argument("--timeout-s", type=float, default=DataConfig.read_timeout_s,
+                       help="give up on a video open/read after this many seconds (data.read_timeout_s, "
+                            "default %(default)s)")
     check.set_defaults(func=_check)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lrc.weights.checkpoints import CheckpointError
-    from lrc.config import ConfigError
-    from lrc.data.annotations import AnnotationError
-    from lrc.registry import PluginError
-    from lrc.train.interrupt import Interrupted
-    from lrc.train.run import RunDirError
-
     p = parser()
     # Overrides may come before or after options (`lrc fit exp.yaml --out d a=b`): argparse stops
     # the positional list at the first option, so the rest arrive as "unknown" and are re-joined here.
     args, extra = p.parse_known_args(argv)
+    if "--debug" in extra:  # accepted anywhere on the line, not only before the command
+        args.debug = True
+        extra = [a for a in extra if a != "--debug"]
     stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
     if stray:
         p.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     # lrc's own messages; Lightning configures its own logger, so the root logger is left alone
     # (configuring it too would print every Lightning line twice).
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.lrc_cli = True  # type: ignore[attr-defined]
     for name in ("lrc", "lrc_plugins"):
-        logging.getLogger(name).addHandler(handler)
-        logging.getLogger(name).setLevel(logging.INFO)
+        logger = logging.getLogger(name)
+        # one handler, on today's stderr: a process that calls main() again (tests, a notebook) keeps no
+        # handler of an earlier call, whose stream may be closed by now
+        for old in [h for h in logger.handlers if getattr(h, "lrc_cli", False)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    # The one handler: what the user can fix is an LrcError (lrc/errors.py), shown without a traceback
+    # unless asked for; anything else is a bug in lrc or a plugin and keeps its traceback.
     try:
         return args.func(args)
-    except ConfigError as exc:
+    except LrcError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (PluginError, AnnotationError, CheckpointError, RunDirError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        if not debug and exc.__cause__ is not None:  # it wraps another error, whose traceback may help
+            print(f"(run with --debug or {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
+        return exc.exit_code
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
-    except FloatingPointError as exc:  # lrc.train.module.NonFiniteLossError: a loss went NaN/inf (run.on_nan=stop)
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
-        # data.max_bad_fraction exceeded: bad input. Looked up lazily, since importing lrc.data.dataset
-        # (Lightning) would cost every command seconds; if it was raised, its module is loaded.
-        # Likewise a distributed block this machine or launch cannot serve (lrc/parallel/distributed.py).
-        dataset, distributed = sys.modules.get("lrc.data.dataset"), sys.modules.get("lrc.parallel.distributed")
-        if (dataset is not None and isinstance(exc, dataset.TooManyBadSamples)) or \
-                (distributed is not None and isinstance(exc, distributed.DistributedSetupError)):
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        raise
 
 
 if __name__ == "__main__":

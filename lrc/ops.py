@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral
+from numbers import Integral, Real
 
 import torch
+from torch import nn
 
 
 def pixel_shuffle(tokens: torch.Tensor, scale: float) -> torch.Tensor:
@@ -40,24 +41,11 @@ def is_int(value: object) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
-def check_number(plugin: str, name: str, value: object, *, integer: bool = False, minimum: float = 0,
-                 strict: bool = False) -> None:
-    """A plugin constructor argument from YAML: raise ``ValueError("<plugin>: <name> must be ...")`` when
-    it has the wrong type (bools are not numbers here) or lies below ``minimum`` (or at it, ``strict``)."""
-    ok = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
-    if ok and (value > minimum or (value == minimum and not strict)):
-        return
-    what = "integer" if integer else "number"
-    if minimum == 0:
-        bound = f"a positive {what}" if strict else f"a non-negative {what}"
-    elif integer and minimum == 1 and not strict:
-        bound = f"a positive {what}"
-    else:
-        bound = f"{'an' if integer else 'a'} {what} {'>' if strict else '>='} {minimum}"
-    raise ValueError(f"{plugin}: {name} must be {bound}, got {value!r}")
+def is_real(value: object) -> bool:
+    """A finite number from YAML or from video metadata (ints, floats, numpy scalars), never a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
-def check_dropout(plugin: str, name: str, value: object) -> None:
-    """A dropout rate from YAML: ``ValueError("<plugin>: <name> must be in [0, 1), got ...")`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-        raise ValueError(f"{plugin}: {name} must be in [0, 1), got {value!r}")
+def gelu_mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    """Linear → GELU → Linear, the small MLP several heads use (its state-dict keys: ``0.*``, ``2.*``)."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))

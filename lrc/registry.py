@@ -25,6 +25,10 @@ class PluginError(LrcError, LookupError):
     """A plugin name that does not resolve, or two plugins that claim one name."""
 
 
+class PluginBuildError(LrcError, ValueError):
+    """A plugin's constructor refused its arguments or failed; the message names plugin, kind and package."""
+
+
 def origin(obj: Any) -> str:
     """``module:qualname`` of a class or function, the way errors and run configs name a plugin."""
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
@@ -132,6 +136,19 @@ class Registry:
 
     def origin_of(self, name: str) -> str:
         return origin(self.get(name))
+
+    def package_of(self, name: str) -> tuple[str, str]:
+        """``(distribution, version)`` that provides plugin ``name``: the package declaring its entry point,
+        else the one installing its module (a plugin registered by a decorator only)."""
+        ep = self._entry_points().get(name)
+        dist = ep.dist if ep is not None and ep.dist != "?" else None
+        if dist is None:
+            top = getattr(self.get(name), "__module__", "?").split(".")[0]
+            dist = (metadata.packages_distributions().get(top) or [top])[0]
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return dist, "unknown"
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, names={self.names()})"

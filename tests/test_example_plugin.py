@@ -73,7 +73,8 @@ def test_lrc_contract_tests_and_the_package_tests_pass_on_the_installed_plugin(p
     done = run(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "keyframe_delta",
                 "tests/plugins/test_contracts.py", str(EXAMPLE / "tests")], plugin_env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    # 6 compressor contract cases (3 shapes, gradients, clip_len refusal, clip-locality) + the package's 5 tests
+    # 7 compressor contract cases (3 shapes, gradients, clip_len refusal, rank/width refusal, clip-locality) + the
+    # package's 5 tests
     passed = re.search(r"(\d+) passed", done.stdout)
     assert passed and int(passed.group(1)) >= 11, done.stdout[-2000:]
 

@@ -1,26 +1,22 @@
-"""check_number: the one check behind plugins' numeric constructor arguments."""
+"""is_real; gelu_mlp. (Plugins' constructor arguments: lrc.constraints, tests/test_constraints.py.)"""
 
+import numpy as np
 import pytest
+import torch
 
-from lrc.ops import check_number
-
-
-@pytest.mark.parametrize("value,kwargs,message", [
-    (0, dict(integer=True, minimum=1), "tome: k must be a positive integer, got 0"),
-    (2.0, dict(integer=True, minimum=1), "tome: k must be a positive integer, got 2.0"),
-    (True, dict(integer=True, minimum=1), "tome: k must be a positive integer, got True"),
-    (-1, dict(integer=True), "tome: k must be a non-negative integer, got -1"),
-    (-0.5, dict(), "tome: k must be a non-negative number, got -0.5"),
-    (0.0, dict(strict=True), "tome: k must be a positive number, got 0.0"),
-    ("3", dict(minimum=2), "tome: k must be a number >= 2, got '3'"),
-])
-def test_bad_values_name_plugin_key_and_rule(value, kwargs, message):
-    with pytest.raises(ValueError) as err:
-        check_number("tome", "k", value, **kwargs)
-    assert str(err.value) == message
+from lrc.ops import gelu_mlp, is_real
 
 
-@pytest.mark.parametrize("value,kwargs", [(1, dict(integer=True, minimum=1)), (0, dict(integer=True)),
-                                          (0.0, dict()), (0.1, dict(strict=True)), (2, dict(minimum=2))])
-def test_good_values_pass(value, kwargs):
-    check_number("tome", "k", value, **kwargs)
+@pytest.mark.parametrize("value,ok", [(1, True), (0.5, True), (np.float32(2.0), True), (np.int64(3), True),
+                                      (True, False), (float("nan"), False), (float("inf"), False), ("1", False),
+                                      (None, False)])
+def test_is_real_takes_finite_numbers_but_not_bools(value, ok):
+    assert is_real(value) is ok
+
+
+def test_gelu_mlp_is_linear_gelu_linear_with_stable_state_dict_keys():
+    torch.manual_seed(0)
+    net = gelu_mlp(4, 8, 2)
+    assert [type(m) for m in net] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear]
+    assert list(net.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]  # heads' checkpoints use these
+    assert net(torch.randn(3, 4)).shape == (3, 2)

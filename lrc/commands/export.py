@@ -19,6 +19,7 @@ Only safetensors and JSON/YAML are written; nothing is pickled. It reloads with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +32,8 @@ import torch
 from omegaconf import OmegaConf
 
 from lrc.weights.checkpoints import CheckpointError
-from lrc.config import LoadedConfig, load_config, validate
+from lrc.config import COMPONENTS, LoadedConfig, load_config, validate
+from lrc.config.schema import InitConfig
 from lrc.weights.pretrained import architecture
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def self_contained(cfg: dict[str, Any], model: Any, tokenizer_dir: Path) -> dict
     """The config with outside weight paths replaced by the architecture they built."""
     cfg = copy.deepcopy(cfg)
     m = cfg["model"]
-    m["init"] = {"path": None, "layout": "auto", "components": None, "strict": True}
+    m["init"] = dataclasses.asdict(InitConfig())  # no outside weights: they are in model.safetensors
     cfg["data"]["tokenizer"] = str(tokenizer_dir.resolve())
     encoder = m["encoder"]
     if encoder.get("pretrained") and hasattr(model.encoder, "vit"):  # internvl_vit from a folder
@@ -127,11 +129,12 @@ def _versions() -> dict[str, str]:
 
 
 def export(source: str | Path, out: str | Path, config: str | Path | None = None, hf_llm: bool = True) -> Path:
-    """Write the export folder ``out`` (which must not exist or be empty) from a run dir or checkpoint."""
+    """Write the export folder ``out`` (which must not exist or be empty) from a run dir or checkpoint.
+    Everything that can be wrong (the source, ``out``, the config, the checkpoint against the config's
+    model, weights the exported config could not describe) is found before ``out`` is made."""
     from safetensors.torch import save_file
 
     from lrc.train.build import build_model, build_tokenizer, plugin_provenance
-    from lrc.model.mllm import COMPONENTS
     from lrc.weights.pretrained import load_pretrained
 
     ckpt, cfg_path = _source(source, config)
@@ -142,6 +145,8 @@ def export(source: str | Path, out: str | Path, config: str | Path | None = None
     tokenizer = build_tokenizer(cfg)
     model = build_model(cfg, tokenizer).eval()
     load_pretrained(model, ckpt, layout="lrc", strict=True)
+    # before the folder is made: a model this config cannot describe without outside files is refused here
+    exported = self_contained(cfg, model, out / "tokenizer")
     out.mkdir(parents=True, exist_ok=True)
 
     # weights: the LightningModule's keys, so `lrc test --ckpt` and model.init read them as they read last.ckpt;
@@ -149,7 +154,6 @@ def export(source: str | Path, out: str | Path, config: str | Path | None = None
     state = {f"model.{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS), metadata={"format": "pt", "lrc": "VideoMLLM state dict, keys 'model.*'"})
     tokenizer.save_pretrained(out / "tokenizer")
-    exported = self_contained(cfg, model, out / "tokenizer")
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(exported)))
 
     hf_note = None

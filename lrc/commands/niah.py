@@ -31,91 +31,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from lrc.ops import is_int
+from lrc.config import check_niah  # the grid's checks, with the rest of the config's (lrc/config/validation.py)
 
 log = logging.getLogger("lrc")
 
 GiB = 2**30
 HOP_NAMES = {1: "single", 2: "multi"}
-
-
-# ---------------------------------------------------------------------------------------------
-# Config checks (lrc/config/ calls check_niah for every config; `lrc niah` with running=True)
-# ---------------------------------------------------------------------------------------------
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def check_niah(cfg: dict[str, Any], running: bool = False) -> list[tuple[str, str]]:
-    """Problems of the ``niah`` block as ``(key, what)``. The grid's fit with the model's compressor
-    (frame counts and needle clips in whole clips) is checked only when NIAH will run: ``running`` or
-    ``niah.after_fit``; a config that never runs NIAH is not held to it."""
-    n = cfg.get("niah")
-    if not isinstance(n, dict):
-        return []  # reported with the other sections
-    problems: list[tuple[str, str]] = []
-    frames, depths, hops = n.get("frame_counts"), n.get("depths"), n.get("hops")
-    needle = n.get("needle_frames")
-    if not is_int(needle) or needle < 1:
-        problems.append(("niah.needle_frames", f"must be an integer >= 1 (frames in the needle clip), got {needle!r}"))
-        needle = None
-    if isinstance(hops, list):
-        if not hops or any(h not in (1, 2) or isinstance(h, bool) for h in hops) or len(set(hops)) != len(hops):
-            problems.append(("niah.hops", f"must list hop counts, each once, from 1 (single-hop) and 2 (multi-hop: "
-                                          f"two needles, asked for their order), e.g. [1, 2]; got {hops!r}"))
-            hops = None
-    if isinstance(depths, list):
-        bad = [d for d in depths if not _number(d) or not 0 <= d <= 1]
-        if bad or not depths:
-            problems.append(("niah.depths", f"must be a non-empty list of needle depths in [0, 1] (0: the needle "
-                                            f"opens the video, 1: it ends it), e.g. [0, 0.25, 0.5, 0.75, 1]; "
-                                            f"got {depths!r}" + (f" (bad: {bad})" if bad else "")))
-    if isinstance(frames, list):
-        bad = [f for f in frames if not is_int(f) or f < 1]
-        if bad or not frames or len(set(map(str, frames))) != len(frames):
-            problems.append(("niah.frame_counts", f"must be a non-empty list of distinct frame counts >= 1, got "
-                                                  f"{frames!r}"))
-        elif needle is not None:
-            most = max(hops) if isinstance(hops, list) else 2
-            least = (most + 1) * needle
-            bad = [f for f in frames if f % needle or f < least]
-            if bad:
-                problems.append(("niah.frame_counts", f"{bad}: a haystack is a whole number of needle clips "
-                                                      f"(niah.needle_frames={needle}) and holds at least {least} "
-                                                      f"frames ({most} needle(s) and one clip of haystack)"))
-    q = n.get("questions_per_cell")
-    if is_int(q) and q < 1:
-        problems.append(("niah.questions_per_cell", f"must be at least 1, got {q!r}"))
-    cap = n.get("memory_cap_gib")
-    if _number(cap) and not cap > 0:
-        problems.append(("niah.memory_cap_gib", f"must be a positive number of GiB or null (no cap), got {cap!r}"))
-    size = n.get("size")
-    if is_int(size) and (size < 16 or size % 2):
-        problems.append(("niah.size", f"must be an even number of pixels >= 16 (yuv420p video), got {size!r}"))
-    if (running or n.get("after_fit")) and not problems:
-        clip = _clip_len(cfg)
-        if clip and clip > 1:
-            bad = [f for f in (frames or []) if f % clip]
-            if bad:
-                problems.append(("niah.frame_counts", f"{bad} not a multiple of model.compressor.clip_len={clip}: "
-                                                      "HiCo merges whole clips; use multiples of it"))
-            if needle % clip:
-                problems.append(("niah.needle_frames", f"{needle} is not a multiple of model.compressor.clip_len="
-                                                       f"{clip}: the needle is one clip (paper Fig. 3), set it "
-                                                       f"to {clip}"))
-    return problems
-
-
-def _clip_len(cfg: dict[str, Any]) -> int | None:
-    from lrc.config import plugin_arg
-    from lrc.registry import COMPRESSORS, PluginError
-
-    node = (cfg.get("model") or {}).get("compressor") or {}
-    try:
-        value = plugin_arg(COMPRESSORS.get(node.get("name")), node, "clip_len", 1)
-    except PluginError:
-        return None
-    return value if is_int(value) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,19 +115,27 @@ class MemoryProbe:
 # ---------------------------------------------------------------------------------------------
 # The evaluation
 # ---------------------------------------------------------------------------------------------
-def _vocabulary_problems(records: list[Any], tokenizer: Any, where: Path) -> list[str]:
+def _check_vocabulary(cfg: dict[str, Any], tokenizer: Any) -> None:
+    """The questions' words must be in the model's vocabulary: checked on the first cell's questions,
+    built without writing a video (lrc.data.synth.needle.grid_questions), before any haystack is written."""
+    from lrc.config import ConfigError
+    from lrc.data.synth.needle import grid_questions
+
+    n = cfg["niah"]
     unk = tokenizer.unk_token_id
     if unk is None:
-        return []
-    for rec in records:
-        for turn in rec.conversations:
+        return
+    questions = grid_questions(min(n["frame_counts"]), float(min(n["depths"])), n["hops"][0],
+                               n["questions_per_cell"], n["needle_frames"], n["seed"], n["size"],
+                               cfg["data"]["synth_answer_style"])
+    for name, question in questions:
+        for turn in question["conversations"]:
             text = turn["value"].replace("<video>", " ")
             if unk in tokenizer(text, add_special_tokens=False).input_ids:
-                return [f"{where}: sample {rec.id}: the tokenizer (data.tokenizer, else data.root/tokenizer) has "
-                        f"no token for some words of the NIAH question {text!r}. Train and "
-                        "evaluate with a corpus that has the needle task (data.synth_tasks: [needle], "
-                        "experiments/niah/train.yaml), whose tokenizer covers them"]
-    return []
+                raise ConfigError([f"{n['root']}: sample {name}: the tokenizer (data.tokenizer, else "
+                                   f"data.root/tokenizer) has no token for some words of the NIAH question {text!r}. "
+                                   "Train and evaluate with a corpus that has the needle task (data.synth_tasks: "
+                                   "[needle], experiments/niah/train.yaml), whose tokenizer covers them"])
 
 
 def _autocast(cfg: dict[str, Any], device: Any) -> Any:
@@ -229,17 +158,15 @@ def evaluate(cfg: dict[str, Any], module: Any, out_dir: Path) -> dict[str, float
     import torch
 
     from lrc.train.build import build_tokenizer, task_token_map
-    from lrc.config import ConfigError
-    from lrc.data.annotations import load_annotations
-    from lrc.data.synth.needle import grid_cell
     from lrc.parallel.distributed import resolve_accelerator
     from lrc.data.prompt import IM_END, PromptBuilder
     from lrc.files import write_json
 
     n = cfg["niah"]
+    tokenizer = build_tokenizer(cfg)
+    _check_vocabulary(cfg, tokenizer)  # before any forward, folder or haystack
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(cfg)
     model = module.model
     prompts = PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg))
     skip = (tokenizer.convert_tokens_to_ids(IM_END),)  # the end-of-turn token is not part of the answer
@@ -247,12 +174,6 @@ def evaluate(cfg: dict[str, Any], module: Any, out_dir: Path) -> dict[str, float
     model.to(device).eval()
     probe = MemoryProbe(device, n["memory_cap_gib"])
     style = cfg["data"]["synth_answer_style"]
-    # the questions' words must be in the model's vocabulary (checked on the first cell, before any forward)
-    first = grid_cell(Path(n["root"]), min(n["frame_counts"]), float(min(n["depths"])), n["hops"][0],
-                      n["questions_per_cell"], n["needle_frames"], n["seed"], n["size"], style)
-    problems = _vocabulary_problems(load_annotations(first), tokenizer, first)
-    if problems:
-        raise ConfigError(problems)
     cells: list[dict[str, Any]] = []
     oom_at = None
     try:
@@ -429,60 +350,37 @@ def text_table(cells: list[dict[str, Any]], n: dict[str, Any], oom_at: int | Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Entry points: `lrc niah`, and `lrc fit` with niah.after_fit
+# Entry point: `lrc niah` (also what `lrc fit` runs with niah.after_fit, lrc/train/run.py)
 # ---------------------------------------------------------------------------------------------
 def run(loaded: Any, ckpt: str, out: str | None = None) -> tuple[Path, dict[str, Any]]:
     """``lrc niah CONFIG --ckpt PATH``: build the model from CONFIG, load the checkpoint as ``lrc test``
-    does, run the grid into ``out`` (default: a fresh run dir)."""
+    does, run the grid into ``out`` (default: a fresh run dir).
+
+    Everything that can be wrong is checked before any work is written: the config and its grid, the
+    ``--out`` folder, the checkpoint file, then (the tokenizer being the training corpus's, a corpus
+    still to be synthesised comes first) the checkpoint against the config's model and the questions'
+    words against its vocabulary; only then the run dir and the haystack videos."""
     from lrc.weights.checkpoints import load_state_dict_file
     from lrc.config import ConfigError, validate
     from lrc.files import write_json
-    from lrc.train.run import ensure_corpus, make_run_dir, write_resolved_config
+    from lrc.train.build import build_tokenizer
+    from lrc.train.run import check_out_free, ensure_corpus, make_run_dir, write_resolved_config
 
     cfg = validate(loaded)
     problems = check_niah(cfg, running=True)
     if problems:
         raise ConfigError([f"{loaded.source(key)}: {key}: {what}" for key, what in problems])
+    check_out_free(out)
     state = load_state_dict_file(ckpt)
     ensure_corpus(cfg)  # the tokenizer is the training corpus's
+    module = _module_with(cfg, state, ckpt)  # a checkpoint of another model is refused here
+    _check_vocabulary(cfg, build_tokenizer(cfg))
     run_dir = make_run_dir(cfg, out)
     write_resolved_config(run_dir, cfg, loaded)
-    metrics: dict[str, Any] = dict(evaluate(cfg, _module_with(cfg, state, ckpt), run_dir))
+    metrics: dict[str, Any] = dict(evaluate(cfg, module, run_dir))
     metrics["checkpoint"] = str(ckpt)
     write_json(run_dir / "metrics.json", metrics)
     return run_dir, metrics
-
-
-def after_fit(cfg: dict[str, Any], module: Any, run_dir: Path) -> dict[str, float]:
-    """``niah.after_fit``: the grid on the model just trained, into RUN_DIR/niah; the niah/* metrics.
-
-    The grid runs in a fresh process that loads the trained weights, as ``lrc niah`` would: in the
-    training process the optimizer state, the data pipeline's caches and the allocator's freed pages
-    stay resident (and on CUDA stay allocated), so its memory — and therefore the memory cap and
-    ``niah/max_frames_without_oom`` — would count training as well as evaluation.
-    """
-    import multiprocessing
-
-    import torch
-
-    out_dir = Path(run_dir) / "niah"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / "weights.pt"
-    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, weights)
-    log.info("niah.after_fit: needle-in-a-haystack evaluation into %s (in a fresh process)", out_dir)
-    try:
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            return pool.apply(_evaluate_saved, (cfg, str(weights), str(out_dir)))
-    finally:
-        weights.unlink(missing_ok=True)
-
-
-def _evaluate_saved(cfg: dict[str, Any], weights: str, out_dir: str) -> dict[str, float]:
-    """In the fresh process of ``after_fit``: rebuild the model from the config, load the weights, run the grid."""
-    import torch
-
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    return evaluate(cfg, _module_with(cfg, state, weights), Path(out_dir))
 
 
 def _module_with(cfg: dict[str, Any], state: dict[str, Any], source: str | Path) -> Any:

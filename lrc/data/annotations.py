@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrc.config.schema import TASKS  # the ``task`` values the reader and the heads understand (docs/data.md)
 from lrc.data.rle import check as rle_check
 from lrc.errors import LrcError
 
@@ -43,8 +44,6 @@ class Record:
 
 _KNOWN = {"id", "video", "conversations", "task", "question_type", "options", "answer", "duration", "fps",
           "spans", "frame", "box", "track", "input_boxes", "rejected"}
-# ``task`` values the reader and the heads understand (docs/data.md); ``data.tasks`` must name these
-TASKS = ("chat", "mcq", "temporal", "region", "mask", "preference")
 VIDEO_PLACEHOLDER = "<video>"
 REGION_PLACEHOLDER = "<region>"
 # records hold one video; an <image> placeholder would become a special token with no media behind it

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from lrc.config.schema import DataConfig
 from lrc.data.annotations import load_annotations
 from lrc.data.dataset import Skipped
 from lrc.data.video import VideoFile, VideoReadError
@@ -49,7 +50,8 @@ class CheckResult:
         return "\n".join(lines)
 
 
-def check_video(path: str | Path, size: int | None = None, timeout_s: float | None = 30.0) -> str | None:
+def check_video(path: str | Path, size: int | None = None,
+                timeout_s: float | None = DataConfig.read_timeout_s) -> str | None:
     """None when the video opens and its first, middle and last frames decode; else the reason."""
     try:
         with VideoFile(path, size=size, timeout_s=timeout_s) as video:
@@ -61,7 +63,7 @@ def check_video(path: str | Path, size: int | None = None, timeout_s: float | No
 
 
 def check_annotations(files: Sequence[str | Path], size: int | None = None,
-                      timeout_s: float | None = 30.0) -> CheckResult:
+                      timeout_s: float | None = DataConfig.read_timeout_s) -> CheckResult:
     """Check every record's video in ``files`` (JSONL annotations; relative video paths resolve against
     each file's folder, as in training). Each video is decoded once however many records use it."""
     result = CheckResult()

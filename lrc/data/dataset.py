@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lrc.config.schema import DataConfig  # the defaults below are the config's
 from lrc.data.annotations import Record, load_annotations
 from lrc.data.collate import Collate
 from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
@@ -76,9 +77,9 @@ class VideoConversationDataset(Dataset):
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
-        max_length: int = 4096,
-        cache_frames: bool = False,
-        read_timeout_s: float | None = 30.0,
+        max_length: int = DataConfig.max_length,
+        cache_frames: bool = DataConfig.cache_frames,
+        read_timeout_s: float | None = DataConfig.read_timeout_s,
     ):
         self.records = records
         self.read_timeout_s = read_timeout_s
@@ -198,16 +199,16 @@ class VideoDataModule(L.LightningDataModule):
         image_size: int,
         mean: Sequence[float],
         std: Sequence[float],
-        batch_size: int = 4,
+        batch_size: int = DataConfig.batch_size,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        max_length: int = 4096,
-        cache_frames: bool = False,
+        num_workers: int = DataConfig.num_workers,
+        max_length: int = DataConfig.max_length,
+        cache_frames: bool = DataConfig.cache_frames,
         pad_id: int = 0,
         tasks: Sequence[str] | None = None,
         seed: int = 0,
-        read_timeout_s: float | None = 30.0,
-        max_bad_fraction: float = 0.05,
+        read_timeout_s: float | None = DataConfig.read_timeout_s,
+        max_bad_fraction: float = DataConfig.max_bad_fraction,
         packing: dict[str, int] | None = None,
         sequence_parallel: int = 1,
     ):

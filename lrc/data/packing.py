@@ -1,5 +1,5 @@
 """Dynamic packing: variable-length samples packed into one row of at most ``max_tokens`` tokens
-(paper §3.5, "dynamic packing"; DESIGN.md "Data").
+(paper §3.5, "dynamic packing"; docs/data.md).
 
 Padding a batch to its longest sample wastes the padded slots, and video samples vary a lot in
 length (frames × tokens per frame + text). Packing puts several whole samples one after another in a
@@ -38,56 +38,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lrc.config.schema import PackingConfig
 from lrc.data.collate import collate
 from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
 from lrc.data.prompt import IGNORE_INDEX
-
-
-PACKING_KEYS = ("enabled", "max_tokens", "lookahead")
-
-
-def check_packing(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(key, what is wrong)`` for ``data.packing`` and what it cannot be combined with (``lrc validate``)."""
-    key = "data.packing"
-    node = (cfg.get("data") or {}).get("packing")
-    if not isinstance(node, dict):
-        return [(key, "must be a mapping such as {enabled: true, max_tokens: 8192}")]
-    problems = []
-    for k, v in node.items():
-        if k not in PACKING_KEYS:
-            problems.append((f"{key}.{k}", f"unknown key; the keys are {', '.join(PACKING_KEYS)}"))
-        elif k == "enabled" and not isinstance(v, bool):
-            problems.append((f"{key}.{k}", f"expected bool, got {v!r}"))
-        elif k != "enabled" and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            problems.append((f"{key}.{k}", f"must be a whole number of at least 1, got {v!r}"))
-    if problems or not node.get("enabled"):
-        return problems
-    max_length = (cfg.get("data") or {}).get("max_length")
-    if isinstance(max_length, int) and node.get("max_tokens", 8192) < max_length:
-        # a sample between max_tokens and max_length could neither be packed nor would it be skipped
-        problems.append((f"{key}.max_tokens", f"{node.get('max_tokens', 8192)} is below data.max_length={max_length}; "
-                                              "packing never splits a sample, so the budget must hold the longest "
-                                              "sample allowed: raise max_tokens or lower data.max_length"))
-    model = cfg.get("model") or {}
-    if isinstance(model.get("token_dropout"), dict) and model["token_dropout"].get("enabled"):
-        problems.append((key, "cannot be combined with model.token_dropout: dropping visual tokens inside the LLM "
-                              "is planned per row, not per packed sample; turn one of them off"))
-    llm = model.get("llm") if isinstance(model.get("llm"), dict) else {}
-    if isinstance(llm.get("sequence_parallel"), int) and llm["sequence_parallel"] > 1:
-        problems.append((key, "cannot be combined with sequence parallelism (model.llm.sequence_parallel > 1): a "
-                              "sequence-parallel forward splits one padded sequence over ranks and does not carry "
-                              "packed samples' position ids; turn one of them off"))
-    if ((cfg.get("loss") or {}).get("dpo_weight") or 0) > 0:
-        problems.append((key, "cannot be combined with DPO (loss.dpo_weight > 0): the chosen and rejected answers "
-                              "are scored as padded pairs; turn packing off for DPO stages"))
-    return problems
 
 
 class PackOverflow(RuntimeError):
     """A pack built at load time is longer than the budget its plan was made for."""
 
 
-def plan_packs(lengths: Sequence[int], max_tokens: int, seed: int = 0, lookahead: int = 512,
+def plan_packs(lengths: Sequence[int], max_tokens: int, seed: int = 0,
+               lookahead: int = PackingConfig.lookahead,
                ids: Sequence[str] | None = None) -> list[tuple[int, ...]]:
     """Group sample indices into packs of at most ``max_tokens`` tokens; every index in exactly one pack.
 
@@ -132,8 +94,9 @@ class PackSampler(EpochShuffleSampler):
     DDP; its ``skip`` counts packs.
     """
 
-    def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 0, lookahead: int = 512,
-                 ids: Sequence[str] | None = None, num_replicas: int | None = None, rank: int | None = None):
+    def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 0,
+                 lookahead: int = PackingConfig.lookahead, ids: Sequence[str] | None = None,
+                 num_replicas: int | None = None, rank: int | None = None):
         super().__init__(len(lengths), seed, num_replicas, rank)
         self.max_tokens = max_tokens
         self.packs = plan_packs(lengths, max_tokens, seed, lookahead, ids)
@@ -220,7 +183,8 @@ class PackedLoader(ResumableLoader):
     some pack and is dropped and counted there, as without packing)."""
 
     def __init__(self, dataset: Dataset, lengths: Sequence[int], max_tokens: int, seed: int = 0,
-                 lookahead: int = 512, pad_id: int = 0, ids: Sequence[str] | None = None, **kwargs: Any):
+                 lookahead: int = PackingConfig.lookahead, pad_id: int = 0, ids: Sequence[str] | None = None,
+                 **kwargs: Any):
         order = PackSampler(lengths, max_tokens, seed, lookahead, ids)
         super().__init__(PackedDataset(dataset), batch_size=1, seed=seed, order=order,
                          collate_fn=_PackedCollate(pad_id, max_tokens), **kwargs)

@@ -1,7 +1,7 @@
 """Turning one conversation plus its sampled frames into token ids and loss labels.
 
 The video is spliced in where the human turn says ``<video>``, the way InternVideo2.5's model card
-prompts it (REFERENCE.md, "Frame sampling"):
+prompts it (the released InternVideo2.5 / VideoChat-Flash prompt):
 
     The video lasts for 12.50 seconds, and 8 frames are uniformly sampled from it.
     Frame1: <IMG_CONTEXT> × k

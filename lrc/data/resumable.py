@@ -1,5 +1,5 @@
 """The training loader's order, made resumable: an interrupted run continues with the remaining batches of
-its epoch, in the same shuffled order, instead of restarting the epoch (DESIGN.md: checkpoints resume
+its epoch, in the same shuffled order, instead of restarting the epoch (docs/quickstart.md: checkpoints resume
 exactly, data position included).
 
 The order of epoch ``e`` is a pure function of ``(seed, e)``. The loader counts the batches it has handed

@@ -7,7 +7,7 @@ decord is fast at random access (it seeks to the nearest key frame) and resizes 
 it is the default. Some files it cannot open or decode (odd containers, broken indexes); PyAV (the
 FFmpeg bindings) reads nearly everything by decoding the stream from the start, which is slow for
 long videos but fine as a fallback. Every failure becomes a ``VideoReadError`` with a short
-``reason``, so the dataset can skip the sample, count it and report it (DESIGN.md, "Data"). A
+``reason``, so the dataset can skip the sample, count it and report it (docs/data.md). A
 decoder that hangs on a broken file is not waited for longer than ``timeout_s`` (see ``_bounded``).
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from lrc.config.schema import DataConfig  # data.read_timeout_s: the reader's default time limit
 
 BACKENDS = ("decord", "pyav")
 
@@ -198,7 +200,7 @@ class VideoFile:
     """
 
     def __init__(self, path: str | os.PathLike, size: int | None = None, backend: str | None = None,
-                 timeout_s: float | None = 30.0):
+                 timeout_s: float | None = DataConfig.read_timeout_s):
         self._reader: Any = None
         self._broken: str | None = None  # set when a failure left no usable reader
         self.path = str(path)

@@ -1,6 +1,6 @@
 """The video MLLM: encoder → compressor → projector → LLM, assembled from built plugins.
 
-Data flow for a batch (DESIGN.md "Data flow"):
+Data flow for a batch (docs/design.md, "The data flow"):
 
     pixel_values [ΣT, 3, S, S]  (frames of every sample, concatenated along time)
       encoder     → patch tokens  [ΣT, M, Dv]
@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
+from lrc.config.schema import COMPONENTS  # the model's parts, as optim and model.init name them
+from lrc.protocols import LLM, Compressor, Encoder, Projector
 
 
 @dataclass
@@ -40,9 +41,10 @@ class MLLMOutput:
 
 
 class VideoMLLM(nn.Module):
-    def __init__(self, encoder: nn.Module, compressor: nn.Module, projector: nn.Module, llm: nn.Module,
+    def __init__(self, encoder: Encoder, compressor: Compressor, projector: Projector, llm: LLM,
                  img_context_id: int, token_dropout: Any = None, heads: nn.Module | None = None):
-        """``heads``: a :class:`lrc.model.tpo.TaskHeads` (TPO), or None for a plain video MLLM."""
+        """The built plugins (their protocols: lrc/protocols.py). ``heads``: a :class:`lrc.model.tpo.TaskHeads`
+        (TPO), or None for a plain video MLLM."""
         super().__init__()
         self.token_dropout = token_dropout  # lrc.model.token_dropout.TokenDropout or None
         self.chunk_frames = 64  # frames per encoder/compressor pass (rounded to whole clips)

@@ -10,7 +10,7 @@ IoU and generalised IoU (Rezatofighi et al. 2019) follow their box definitions o
 Matching is the Hungarian assignment of DETR (Carion et al. 2020), via
 ``scipy.optimize.linear_sum_assignment``.
 
-Metrics (temporal grounding, REFERENCE.md "Evaluation"): the top-1 predicted span is scored by its
+Metrics (temporal grounding, the Charades-STA protocol used by TPO and CG-DETR): the top-1 predicted span is scored by its
 IoU with the ground truth (the best over the sample's GT spans); R1@IoU=θ is 1 when that IoU ≥ θ,
 mIoU averages the IoU itself. A sample without a prediction (e.g. an unparsable answer) counts as a
 miss, IoU 0.

@@ -1,4 +1,4 @@
-"""HiCo level 2: multimodal token dropout inside the LLM (paper §3.1, eq. 2; REFERENCE.md).
+"""HiCo level 2: multimodal token dropout inside the LLM (paper §3.1, eq. 2; the released VideoChat-Flash code).
 
 Before chosen decoder layers, visual tokens are dropped so that only ``ratio × (original visual
 count)`` of each sample's visual tokens go on through the deeper layers. Text tokens are never
@@ -28,47 +28,14 @@ transformers' own ``create_causal_mask``; with every ratio at 1.0 it is the plai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-MODES = ("uniform", "attention", "uniform_then_attention")
-
-
-@dataclass
-class TokenDropout:
-    """The schedule. ``layers[i]``: index of the decoder layer *before* which ``ratios[i]`` applies."""
-
-    layers: list[int] = field(default_factory=lambda: [8, 16, 24])
-    ratios: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.125])
-    mode: str = "uniform_then_attention"
-    uniform_stages: int = 1
-    bernoulli: bool = False
-
-    def problems(self, num_layers: int | None = None) -> list[str]:
-        out = []
-        if self.mode not in MODES:
-            out.append(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
-        if len(self.layers) != len(self.ratios) or not self.layers:
-            out.append(f"layers ({len(self.layers)}) and ratios ({len(self.ratios)}) must be non-empty lists of one "
-                       "length: ratios[i] applies before decoder layer layers[i]")
-        if any(b <= a for a, b in zip(self.layers, self.layers[1:])) or any(l < 0 for l in self.layers):
-            out.append(f"layers must be increasing layer indices >= 0, got {self.layers}")
-        if num_layers is not None and any(l >= num_layers for l in self.layers):
-            out.append(f"layers {self.layers} must be < the LLM's {num_layers} decoder layers")
-        if any(not 0 < r <= 1 for r in self.ratios) or any(b > a for a, b in zip(self.ratios, self.ratios[1:])):
-            out.append(f"ratios must be in (0, 1] and non-increasing (fractions of the original visual count), "
-                       f"got {self.ratios}")
-        if self.uniform_stages < 0:
-            out.append(f"uniform_stages must be >= 0, got {self.uniform_stages}")
-        return out
-
-    def method(self, stage: int) -> str:
-        if self.mode == "uniform_then_attention":
-            return "uniform" if stage < self.uniform_stages else "attention"
-        return self.mode
+# the schedule (layers, ratios, mode, ...) is the config's model.token_dropout block: one dataclass, in the schema
+from lrc.config.schema import TokenDropout
 
 
 @dataclass

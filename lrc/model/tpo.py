@@ -17,7 +17,7 @@ states, per-frame visual features, frames, timestamps, targets) — each head on
 samples.
 
 ``dpo_loss`` is the DPO objective on (chosen, rejected) responses that the paper's preference view of
-TPO implies (REFERENCE.md, "TPO"); the training module chooses the reference model (the LoRA-disabled
+TPO implies (paper §3.2); the training module chooses the reference model (the LoRA-disabled
 base or a frozen copy).
 """
 

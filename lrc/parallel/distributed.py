@@ -23,7 +23,6 @@ same run dir and only rank 0 writes the run's files.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import time
@@ -34,113 +33,19 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from lrc.ops import is_int
+from lrc.config.schema import CUDA_ONLY_STRATEGIES, STRATEGIES
 from lrc.errors import LrcError
 
 log = logging.getLogger("lrc")
 
-STRATEGIES = ("auto", "ddp", "fsdp", "deepspeed")
-ACCELERATORS = ("auto", "cpu", "cuda", "gpu")
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed")
+# the block's choices are the schema's (lrc/config/schema.py); here, what each fsdp_sharding is in torch
 FSDP_SHARDING = {"full": "FULL_SHARD", "shard_grad_op": "SHARD_GRAD_OP", "hybrid": "HYBRID_SHARD",
                  "no_shard": "NO_SHARD"}
-ZERO_STAGES = (1, 2, 3)
-# Strategies that Lightning runs on CUDA devices only (its FSDPStrategy refuses accelerator=cpu).
-SHARDED = {"fsdp": "Lightning's FSDP needs CUDA devices; on the CPU use ddp (the model is then not sharded)",
-           "deepspeed": "DeepSpeed needs CUDA devices; on the CPU use ddp (the model is then not sharded)"}
-BACKENDS = ("nccl", "gloo")
-# Lightning's registered strategy names that the block spells differently, and how.
-LIGHTNING_NAMES = {
-    "ddp_spawn": "use strategy: ddp. lrc runs one process per device by re-running the command (or under "
-                 "torchrun / srun); spawned workers cannot hand lrc's results back",
-    "ddp_fork": "use strategy: ddp (forked workers cannot hand lrc's results back)",
-    "ddp_notebook": "use strategy: ddp (forked workers cannot hand lrc's results back)",
-    "ddp_find_unused_parameters_true": "use strategy: ddp with find_unused_parameters: true",
-    "fsdp_cpu_offload": "use strategy: fsdp with offload: true",
-    "deepspeed_stage_1": "use strategy: deepspeed with zero_stage: 1",
-    "deepspeed_stage_2": "use strategy: deepspeed with zero_stage: 2",
-    "deepspeed_stage_2_offload": "use strategy: deepspeed with zero_stage: 2 and offload: true",
-    "deepspeed_stage_3": "use strategy: deepspeed with zero_stage: 3",
-    "deepspeed_stage_3_offload": "use strategy: deepspeed with zero_stage: 3 and offload: true",
-    "single_device": "use strategy: auto with devices: 1",
-}
 RUN_DIR_ENV = "LRC_RUN_DIR"  # rank 0's run dir, inherited by the processes Lightning's launcher starts
 
 
 class DistributedSetupError(LrcError, RuntimeError):
     """The distributed block asks for something this machine or launch cannot give."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation (lrc validate): values only, nothing built, no device touched
-# ---------------------------------------------------------------------------------------------
-def check_distributed(node: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems with the block as ``(key, what)``; types were checked against DistributedConfig already,
-    so a value of the wrong type is skipped here."""
-    from lrc.registry import suggest
-
-    problems: list[tuple[str, str]] = []
-
-    def choice(key: str, known: Iterable[str]) -> bool:
-        """Report a string value outside ``known``; True when the value is one of them."""
-        value = node.get(key)
-        if not isinstance(value, str):
-            return False  # null, or a type error reported against DistributedConfig
-        if value in known:
-            return True
-        if key == "strategy" and value in LIGHTNING_NAMES:
-            problems.append((key, f"{value!r} is a Lightning strategy name; {LIGHTNING_NAMES[value]}"))
-        else:
-            problems.append((key, f"unknown {key} {value!r}.{suggest(value, list(known))}"))
-        return False
-
-    strategy, accelerator, precision = node.get("strategy"), node.get("accelerator"), node.get("precision")
-    choice("strategy", STRATEGIES)
-    choice("accelerator", ACCELERATORS)
-    choice("fsdp_sharding", FSDP_SHARDING)
-    if choice("precision", PRECISIONS) and accelerator == "cpu" and precision not in ("auto", "32-true"):
-        problems.append(("precision", f"{precision} needs a GPU but distributed.accelerator is cpu; use auto "
-                                      "(32-true on CPU, bf16-mixed on CUDA) or 32-true"))
-
-    devices = node.get("devices")
-    if is_int(devices):
-        if devices < 1 and devices != -1:
-            problems.append(("devices", f"must be at least 1, or -1 / \"auto\" for every GPU, got {devices}"))
-    elif isinstance(devices, str):
-        if devices != "auto":
-            problems.append(("devices", f"{devices!r}: give a count, -1 or \"auto\" (every GPU), or a list of GPU ids"))
-    elif isinstance(devices, list):
-        if not devices or not all(is_int(d) and d >= 0 for d in devices) or len(set(devices)) != len(devices):
-            problems.append(("devices", f"a list names distinct GPU ids (0, 1, ...), got {devices}"))
-        elif accelerator == "cpu":
-            problems.append(("devices", "a list of GPU ids needs a GPU accelerator; on CPU give a process count"))
-    num_nodes = node.get("num_nodes")
-    if is_int(num_nodes) and num_nodes < 1:
-        problems.append(("num_nodes", f"must be at least 1, got {num_nodes}"))
-    timeout = node.get("timeout_s")
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and not timeout > 0:
-        problems.append(("timeout_s", f"must be a positive number of seconds, got {timeout}"))
-    if choice("backend", BACKENDS) and node["backend"] == "nccl" and accelerator == "cpu":
-        problems.append(("backend", "nccl needs CUDA devices; on CPU use gloo (or null: nccl on CUDA, gloo on CPU)"))
-    stage = node.get("zero_stage")
-    if is_int(stage) and stage not in ZERO_STAGES:
-        problems.append(("zero_stage", f"DeepSpeed ZeRO stages are 1, 2 and 3, got {stage}"))
-    if strategy in SHARDED and accelerator == "cpu":
-        problems.append(("strategy", SHARDED[strategy]))
-    if strategy == "deepspeed":
-        if importlib.util.find_spec("deepspeed") is None:
-            problems.append(("strategy", "deepspeed is not installed. Install it on the GPU machines that train "
-                                         "(pip install deepspeed; it builds its CUDA ops on first use), or use "
-                                         "strategy: fsdp, which needs nothing beyond torch"))
-        if stage == 1 and node.get("offload") is True:
-            problems.append(("offload", "ZeRO-Offload needs zero_stage 2 (optimizer state to CPU) or 3 (and "
-                                        "parameters); stage 1 cannot offload"))
-
-    llm = ((cfg.get("model") or {}).get("llm")) or {}
-    if node.get("activation_checkpointing") is True and isinstance(llm, dict) and llm.get("gradient_checkpointing"):
-        problems.append(("activation_checkpointing", "model.llm.gradient_checkpointing is on as well; keep one "
-                                                     "(distributed.activation_checkpointing covers ViT and LLM blocks)"))
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +127,9 @@ def trainer_arguments(node: dict[str, Any], model: nn.Module) -> dict[str, Any]:
     if accelerator == "cuda" and not torch.cuda.is_available():
         raise DistributedSetupError("distributed.accelerator asks for CUDA but no CUDA device is visible here; "
                                     "set distributed.accelerator=cpu (or auto) to run on the CPU")
-    if accelerator == "cpu" and node["strategy"] in SHARDED:
-        raise DistributedSetupError(f"distributed.strategy={node['strategy']}: {SHARDED[node['strategy']]}. No CUDA "
+    if accelerator == "cpu" and node["strategy"] in CUDA_ONLY_STRATEGIES:
+        raise DistributedSetupError(f"distributed.strategy={node['strategy']}: "
+                                    f"{CUDA_ONLY_STRATEGIES[node['strategy']]}. No CUDA "
                                     "device is visible here (distributed.accelerator resolved to cpu)")
     precision = resolve_precision(node["precision"], accelerator)
     if accelerator == "cpu" and precision != "32-true":

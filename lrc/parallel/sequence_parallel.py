@@ -37,11 +37,14 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
+
+from lrc.config.schema import SEQUENCE_PARALLEL_ATTENTION
 from lrc.errors import LrcError
 
 PREFIX = "ulysses_"
-# Inner attentions the wrapper can call with no mask and is_causal (eager masks only through the mask).
-INNER = ("sdpa", "flash_attention_2", "flash_attention_3")
+# Inner attentions the wrapper can call with no mask and is_causal (eager masks only through the mask);
+# lrc validate refuses the others (lrc/config/schema.py)
+INNER = SEQUENCE_PARALLEL_ATTENTION
 
 
 class SequenceParallelError(LrcError, ValueError):
@@ -241,31 +244,3 @@ def sequence_parallel_forward(model: nn.Module, inputs_embeds: torch.Tensor, sp:
         parts = dist_fn.all_gather(out.hidden_states[-1].contiguous(), group=sp.group)
         hidden = torch.cat(parts, dim=1)[:, :length]
     return ShardedLMOutput(logits, loss, hidden, start, stop, length)
-
-
-# ---------------------------------------------------------------------------------------------
-# lrc validate: combinations the sharded forward does not support, before anything is built
-# ---------------------------------------------------------------------------------------------
-def check_config(cfg: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems as ``(key, what)`` when ``model.llm.sequence_parallel`` is above 1."""
-    llm = (cfg.get("model") or {}).get("llm") or {}
-    size = llm.get("sequence_parallel", 1) if isinstance(llm, dict) else 1
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 1:
-        return []  # 1 (off), or a wrong type the plugin binding already reports
-    key = "model.llm.sequence_parallel"
-    problems = []
-    if (((cfg.get("model") or {}).get("token_dropout") or {}).get("enabled")):
-        problems.append(("model.token_dropout.enabled", f"token dropout does not work with {key}={size} (dropping "
-                                                        "tokens between layers would unbalance the ranks' chunks); "
-                                                        "turn one of them off"))
-    # packing with it is refused by lrc.data.packing.check_packing
-    if llm.get("attn_implementation", "sdpa") not in INNER:
-        problems.append(("model.llm.attn_implementation", f"{key}={size} needs one of {', '.join(INNER)}, got "
-                                                          f"{llm.get('attn_implementation')!r}"))
-    node = cfg.get("distributed") or {}
-    devices, nodes = node.get("devices", 1), node.get("num_nodes", 1)
-    count = len(devices) if isinstance(devices, list) else devices
-    if isinstance(count, int) and count > 0 and isinstance(nodes, int) and nodes > 0 and (count * nodes) % size:
-        problems.append((key, f"{size} must divide the number of processes, distributed.devices × num_nodes = "
-                              f"{count * nodes}; each group of {size} ranks shares one sequence"))
-    return problems

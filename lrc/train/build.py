@@ -19,10 +19,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from lrc.config import PLUGIN_SLOTS, ConfigError, head_slots, plugin_slots, slot_node, token_dropout_schedule
+from lrc.errors import LrcError, MissingInputError
+from lrc.config import (PLUGIN_SLOTS, ConfigError, check_args, head_slots, plugin_slots, slot_node,
+                        token_dropout_schedule)
 from lrc.model.mllm import VideoMLLM
 from lrc.data.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
-from lrc.registry import HEADS, Registry
+from lrc.registry import HEADS, PluginBuildError, Registry, origin
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +38,24 @@ def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> An
     # the compressor's clip_len takes `clip_len`; one that does not, does not).
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    args = {**node, **{k: v for k, v in provided.items() if takes_any or k in params}}
+    # the arguments against the constructor's annotations (types, ranges, choices), as `lrc validate` checks
+    # the config's: the constructor itself keeps only the checks an annotation cannot express
+    problems = check_args(cls, args)
+    if problems:
+        raise ConfigError([f"{registry.kind} plugin {name!r}: {key}: {what}" for key, what in problems])
     try:
-        return cls(**node, **{k: v for k, v in provided.items() if takes_any or k in params})
-    except ValueError as exc:
-        # A value only the built objects can refute (tome's head_dim against the encoder's width): still
-        # bad config, so the CLI reports it like validation does (exit 2), not as a crash with a traceback.
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError([f"{registry.kind} plugin {name!r} could not be built: {exc}"]) from exc
+        return cls(**args)
+    except LrcError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of a plugin's constructor, named for the user
+        # A value only the built objects can refute (tome's head_dim against the encoder's width), or a
+        # third-party plugin that fails in its own way: the message names the plugin, its kind and the
+        # package it came from, so the user knows whose code to look at (exit 2; --debug shows the traceback).
+        dist, version = registry.package_of(name)
+        what = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise PluginBuildError(f"{registry.kind} plugin {name!r} ({origin(cls)}, package {dist} {version}) could "
+                               f"not be built: {what}") from exc
 
 
 def corpus_root(cfg: dict[str, Any]) -> Path:
@@ -56,7 +68,7 @@ def build_tokenizer(cfg: dict[str, Any]) -> Any:
     path = (cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or init_tokenizer(cfg)
             or corpus_root(cfg) / "tokenizer")
     if not Path(path).exists():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
             f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
     return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), extra_tokens=head_tokens(cfg))
@@ -170,19 +182,9 @@ def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
 
 def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
     """For the run's config.yaml: which class and package version each slot resolved to."""
-    from importlib import metadata
-
-    from lrc.registry import origin
-
     out = {}
     for slot, registry in plugin_slots(cfg).items():
         name = slot_node(cfg, slot)["name"]
-        obj = registry.get(name)
-        top = obj.__module__.split(".")[0]
-        dist = metadata.packages_distributions().get(top, [top])[0]
-        try:
-            version = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            version = "unknown"
-        out[slot] = {"name": name, "origin": origin(obj), "package": f"{dist}=={version}"}
+        dist, version = registry.package_of(name)
+        out[slot] = {"name": name, "origin": registry.origin_of(name), "package": f"{dist}=={version}"}
     return out

@@ -23,22 +23,10 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import RunningStage
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lrc.errors import Interrupted
 from lrc.files import write_json
 
 log = logging.getLogger("lrc")
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM stopped ``lrc fit`` (lrc/train/interrupt.py); the CLI exits with 128 + the signal
-    number: 130 for SIGINT, 143 for SIGTERM."""
-
-    def __init__(self, signum: int, message: str = ""):
-        super().__init__(message or f"{signal.Signals(signum).name} received")
-        self.signum = int(signum)
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
 
 
 @contextmanager

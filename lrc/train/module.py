@@ -1,6 +1,6 @@
 """The LightningModule: losses, metrics, optimizer parameter groups, freezing, schedule.
 
-Per-component learning rates follow the InternVideo2.5 finetuning recipe (REFERENCE.md: ViT 2e-6,
+Per-component learning rates follow the InternVideo2.5 finetuning recipe (paper §3.5 and its released scripts: ViT 2e-6,
 connector 1e-5, LLM 1e-5); a component listed in ``freeze`` gets no gradients and no optimizer state.
 
 The training loss is paper eq. 3 (TPO), with DPO beside it when preference pairs are present:
@@ -26,8 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lrc.config.schema import COMPONENTS
 from lrc.data.dataset import Skipped
-from lrc.model.mllm import COMPONENTS, MLLMOutput, VideoMLLM, answer_loss, mcq_predictions
+from lrc.model.mllm import MLLMOutput, VideoMLLM, answer_loss, mcq_predictions
 from lrc.model.tpo import dpo_loss
 from lrc.errors import LrcError
 
@@ -38,31 +39,27 @@ class NonFiniteLossError(LrcError, FloatingPointError):
     """A loss term was NaN or inf (run.on_nan=stop); the message names the step, samples and terms."""
 
 
-LOSS_DEFAULTS = {"task_weight": 0.1, "spec_weight": 1.0, "head_weights": {}, "dpo_weight": 0.0, "dpo_beta": 0.1,
-                 "dpo_reference": "frozen_copy"}
-
-
 class VideoMLLMModule(L.LightningModule):
     def __init__(
         self,
         model: VideoMLLM,
         lr: dict[str, float],
-        freeze: list[str] | tuple[str, ...] = (),
-        weight_decay: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_ratio: float = 0.03,
-        min_lr_ratio: float = 0.0,
-        loss: dict[str, Any] | None = None,
-        on_nan: str = "stop",
+        freeze: list[str] | tuple[str, ...],
+        weight_decay: float,
+        betas: tuple[float, float],
+        warmup_ratio: float,
+        min_lr_ratio: float,
+        loss: dict[str, Any],
+        on_nan: str,
     ):
+        """The values of a validated config's ``optim``, ``loss`` and ``run.on_nan`` (lrc/train/build.py
+        passes them; their defaults and ranges are the schema's, lrc/config/schema.py)."""
         super().__init__()
-        if on_nan not in ("stop", "skip"):
-            raise ValueError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
         self.on_nan = on_nan
         self.nan_skipped = 0  # batches skipped for a non-finite loss (run.on_nan=skip)
         self._rng_to_restore: dict[str, Any] | None = None
         self.model = model
-        self.loss_cfg = {**LOSS_DEFAULTS, **(loss or {})}
+        self.loss_cfg = dict(loss)
         self.lr = dict(lr)
         self.freeze = list(freeze)
         self.weight_decay = weight_decay
@@ -237,8 +234,13 @@ class VideoMLLMModule(L.LightningModule):
                 task = heads.task_of_begin[int(row[p + 1])]
                 self._val[f"{task}/route_acc"].append(float(out.logits[b, p].argmax() == row[p + 1]))
 
-    def on_validation_epoch_start(self) -> None:
+    def reset_validation(self) -> None:
+        """Forget the results collected so far (a validation epoch starts with this; so does ``lrc fit``'s
+        final validation, so that its metrics never include a validation run during training)."""
         self._val.clear()
+
+    def on_validation_epoch_start(self) -> None:
+        self.reset_validation()
 
     def on_validation_epoch_end(self) -> None:
         self._gather_validation()

@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,7 +29,7 @@ from typing import Any, Iterator
 from omegaconf import OmegaConf
 
 from lrc.config import ConfigError, LoadedConfig, leaf_keys, parse_overrides, validate
-from lrc.errors import LrcError
+from lrc.errors import LrcError, MissingInputError
 from lrc.files import write_json
 
 log = logging.getLogger("lrc")
@@ -66,12 +68,25 @@ def make_run_dir(cfg: dict[str, Any], out: str | None) -> Path:
     return path
 
 
+def check_out_free(out: str | None) -> None:
+    """Refuse an ``--out`` that already holds files, before any work: make_run_dir would refuse it only
+    after the corpus and the model are ready. Ranks > 0 of a launch share rank 0's dir: not theirs to check."""
+    from lrc.parallel.distributed import is_launch_rank_zero
+
+    if out is not None and is_launch_rank_zero():
+        _refuse_taken(Path(out))
+
+
+def _refuse_taken(path: Path) -> None:
+    if path.exists() and any(path.iterdir()):
+        raise RunDirError(f"run dir {path} already exists and is not empty; lrc never overwrites a run. "
+                          "Pass another --out, or leave --out away to get a fresh timestamped folder.")
+
+
 def _fresh_run_dir(base: Path, out: str | None) -> Path:
     if out is not None:
         path = Path(out)
-        if path.exists() and any(path.iterdir()):
-            raise RunDirError(f"run dir {path} already exists and is not empty; lrc never overwrites a run. "
-                              "Pass another --out, or leave --out away to get a fresh timestamped folder.")
+        _refuse_taken(path)
         path.mkdir(parents=True, exist_ok=True)
         return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -109,7 +124,7 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
     if (root / d["train"]).exists():
         return
     if not d.get("synth_videos"):
-        raise FileNotFoundError(f"{root / d['train']} does not exist. Point data.root at your corpus, or set "
+        raise MissingInputError(f"{root / d['train']} does not exist. Point data.root at your corpus, or set "
                                 f"data.synth_videos=N to synthesise one there (or run `lrc data synth {root}`).")
     from lrc.data.synth import synthesize
     from lrc.parallel.distributed import is_launch_rank_zero, wait_for_files
@@ -221,7 +236,8 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lrc.parallel.distributed import apply_activation_checkpointing
-    from lrc.train.interrupt import GracefulInterrupt, Interrupted
+    from lrc.errors import Interrupted
+    from lrc.train.interrupt import GracefulInterrupt
 
     module, data = _build(cfg)
     apply_activation_checkpointing(module.model, cfg["distributed"])
@@ -231,10 +247,10 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
     t0 = time.perf_counter()
     try:
         with interrupt.installed(), _report_when_too_many_bad(run_dir, module):
-            # weights_only: resuming never unpickles code (DESIGN.md)
+            # weights_only: resuming never unpickles code (docs/checkpoints.md)
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
-        module._val.clear()
+        module.reset_validation()
         with _report_when_too_many_bad(run_dir, module):
             trainer.validate(module, datamodule=data, verbose=False)
     except (Interrupted, SIGTERMException) as exc:
@@ -249,11 +265,50 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}
     metrics.update({"train/time_s": round(train_time, 2), "train/steps": float(trainer.global_step),
                     "train/epochs": float(trainer.current_epoch), "train/nan_skipped": float(module.nan_skipped)})
-    if cfg["niah"]["after_fit"] and trainer.is_global_zero:  # NIAH as a column of an ablation (lrc/commands/niah.py)
-        from lrc.commands.niah import after_fit
-
-        metrics.update(after_fit(cfg, module, run_dir))
+    if cfg["niah"]["after_fit"] and trainer.is_global_zero:  # NIAH as a column of an ablation (docs/niah.md)
+        metrics.update(run_after_fit(["niah"], "niah/", module, run_dir))
     return _finish(run_dir, module, metrics)
+
+
+# Variables that make a process one rank of a launch; the after-fit command is a process of its own.
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
+              "TORCHELASTIC_RUN_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS")
+
+
+class AfterFitError(LrcError):
+    """An evaluation the config runs after training (``niah.after_fit``) failed; the trained run is kept."""
+
+
+def run_after_fit(command: list[str], prefix: str, module: Any, run_dir: Path) -> dict[str, float]:
+    """An evaluation command run on the weights just trained, as the user would run it (``lrc niah
+    RUN/config.yaml --ckpt WEIGHTS --out RUN/niah``); its metrics starting with ``prefix`` join the run's.
+
+    It runs in a fresh process: in this one the optimizer state, the data pipeline's caches and the
+    allocator's freed pages stay resident (on CUDA, allocated), so an evaluation that measures memory (NIAH's
+    memory cap and ``niah/max_frames_without_oom``) would count training too. It also keeps the training
+    layer from importing the commands built on it."""
+    import torch
+
+    from lrc.parallel.distributed import RUN_DIR_ENV
+
+    out = run_dir / command[0]
+    weights = run_dir / f"{command[0]}-weights.pt"
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, weights)
+    argv = [sys.executable, "-m", "lrc.cli", *command, str(run_dir / "config.yaml"), "--ckpt", str(weights),
+            "--out", str(out)]
+    log.info("%s.after_fit: %s into %s (in a fresh process)", command[0], " ".join(["lrc", *command]), out)
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV and k != RUN_DIR_ENV}
+    try:
+        done = subprocess.run(argv, env=env)
+    finally:
+        weights.unlink(missing_ok=True)
+    if done.returncode != 0 or not (out / "metrics.json").is_file():
+        raise AfterFitError(f"{command[0]}.after_fit: `{' '.join(argv)}` failed with exit code {done.returncode} "
+                            f"(its messages are above). The trained run is complete in {run_dir}: evaluate its "
+                            f"checkpoint with `lrc {command[0]} {run_dir / 'config.yaml'} --ckpt "
+                            f"{run_dir / 'checkpoints' / 'last.ckpt'}`.")
+    found = json.loads((out / "metrics.json").read_text())
+    return {k: v for k, v in found.items() if k.startswith(prefix)}
 
 
 # Overrides that a resumed run may take: they change neither the model nor the data it trains on.
@@ -321,15 +376,19 @@ def load_weights(module: Any, state: dict[str, Any], ckpt: str | Path) -> None:
 
 
 def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path, dict[str, float]]:
+    """``lrc test CONFIG --ckpt PATH``: the checkpoint evaluated on CONFIG's validation data. The config,
+    ``--out``, the checkpoint file and whether it fits the config's model are all checked before the run
+    dir is made (a corpus still to be synthesised comes first: the model's vocabulary is the corpus's)."""
     from lrc.weights.checkpoints import load_state_dict_file
 
     cfg = validate(loaded)
-    ensure_corpus(cfg)
+    check_out_free(out)
     state = load_state_dict_file(ckpt)
-    run_dir = make_run_dir(cfg, out)
-    write_resolved_config(run_dir, cfg, loaded)
+    ensure_corpus(cfg)
     module, data = _build(cfg)
     load_weights(module, state, ckpt)
+    run_dir = make_run_dir(cfg, out)
+    write_resolved_config(run_dir, cfg, loaded)
     trainer = _trainer(cfg, run_dir, module.model)
     with _report_when_too_many_bad(run_dir, module):
         trainer.validate(module, datamodule=data, verbose=False)

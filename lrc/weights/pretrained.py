@@ -29,6 +29,7 @@ initialisation and are reported) or fewer (the model's embeddings grow to the ch
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -40,13 +41,11 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from lrc.config.schema import COMPONENTS, LAYOUTS, InitConfig
 from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("auto", "lrc", "internvl_hf", "internvl_remote")
-COMPONENTS = ("encoder", "compressor", "projector", "llm", "heads")
-INIT_KEYS = {"path": None, "layout": "auto", "components": None, "strict": True}
 _EXAMPLES = 4  # keys shown per kind of problem
 
 
@@ -335,8 +334,8 @@ def _grow_vocab(model: nn.Module, rows: int) -> None:
         llm.resize_token_embeddings(rows)
 
 
-def load_pretrained(model: nn.Module, path: str | Path, layout: str = "auto", components: list[str] | None = None,
-                    strict: bool = True) -> InitReport:
+def load_pretrained(model: nn.Module, path: str | Path, layout: str = InitConfig.layout,
+                    components: list[str] | None = None, strict: bool = InitConfig.strict) -> InitReport:
     """Fill ``model`` (a VideoMLLM) from the checkpoint at ``path``; raise CheckpointError listing every
     mismatch (or, with ``strict=False``, log them and load what fits)."""
     if layout not in LAYOUTS:
@@ -453,44 +452,9 @@ def apply_init(model: nn.Module, init: dict[str, Any] | None) -> InitReport | No
     """``model.init`` of a validated config, applied after the builder made the model."""
     if not init or not init.get("path"):
         return None
-    node = {**INIT_KEYS, **init}
+    node = {**dataclasses.asdict(InitConfig()), **init}
     return load_pretrained(model, node["path"], layout=node["layout"], components=node["components"],
                            strict=node["strict"])
-
-
-def check_init(node: Any) -> list[tuple[str, str]]:
-    """What ``lrc validate`` says about ``model.init`` before anything is built: (key, problem) pairs."""
-    if node is None:
-        return []
-    if not isinstance(node, dict):
-        return [("", "must be a mapping such as {path: runs/stage1/.../checkpoints/last.ckpt, layout: auto}")]
-    problems = []
-    for key in node:
-        if key not in INIT_KEYS:
-            import difflib
-
-            close = difflib.get_close_matches(str(key), list(INIT_KEYS), n=1)
-            problems.append((str(key), f"unknown key{f'; did you mean {close[0]!r}?' if close else ''} "
-                                       f"(keys: {', '.join(INIT_KEYS)})"))
-    path, layout = node.get("path"), node.get("layout", "auto")
-    if path is not None and not isinstance(path, str):
-        problems.append(("path", f"expected a local file or folder path, got {path!r}"))
-    elif isinstance(path, str) and not Path(path).exists():
-        problems.append(("path", f"{path} does not exist (paths are relative to the working directory)"))
-    if layout not in LAYOUTS:
-        problems.append(("layout", f"{layout!r} is not one of {', '.join(LAYOUTS)}"))
-    components = node.get("components")
-    if components is not None:
-        if not isinstance(components, list) or not components:
-            problems.append(("components", "a non-empty list of components (encoder, projector, llm ...) or null for "
-                                           "every component the checkpoint has"))
-        else:
-            for c in components:
-                if c not in COMPONENTS:
-                    problems.append(("components", f"unknown component {c!r}; use {', '.join(COMPONENTS)}"))
-    if not isinstance(node.get("strict", True), bool):
-        problems.append(("strict", f"expected true or false, got {node.get('strict')!r}"))
-    return problems
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,9 @@ import math
 import torch
 from torch import nn
 
-from lrc.ops import check_number, pixel_shuffle
+from lrc.constraints import Fraction, PositiveInt
+from lrc.ops import pixel_shuffle
+from lrc.protocols import check_clip_tokens
 from lrc.registry import COMPRESSORS
 
 
@@ -38,19 +40,14 @@ class MLPCompressor(nn.Module):
 
     def __init__(
         self,
-        in_dim: int,
-        frame_tokens: int,
-        clip_len: int = 1,
-        shuffle: float = 0.5,
-        hidden_dim: int | None = None,
+        in_dim: PositiveInt,
+        frame_tokens: PositiveInt,
+        clip_len: PositiveInt = 1,
+        shuffle: Fraction = 0.5,
+        hidden_dim: PositiveInt | None = None,
     ):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("frame_tokens", frame_tokens), ("clip_len", clip_len)):
-            check_number("mlp", name, value, integer=True, minimum=1)
-        if hidden_dim is not None:
-            check_number("mlp", "hidden_dim", hidden_dim, integer=True, minimum=1)
-        if isinstance(shuffle, bool) or not isinstance(shuffle, (int, float)) or not 0 < shuffle <= 1:
-            raise ValueError(f"mlp: shuffle must be in (0, 1], e.g. 0.5 (fold 2×2 tokens into one), got {shuffle!r}")
         factor = round(1 / shuffle)
         if abs(factor * shuffle - 1) > 1e-6:
             raise ValueError(
@@ -91,19 +88,7 @@ class MLPCompressor(nn.Module):
                 f"shuffle={self.shuffle}, tokens_per_frame={self.tokens_per_frame}")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 4:
-            raise ValueError(f"mlp: expected tokens [B, T, M, D], got shape {tuple(tokens.shape)}")
-        b, t, m, d = tokens.shape
-        if d != self.in_dim:
-            raise ValueError(f"mlp: token dim {d} does not match in_dim {self.in_dim} given at build time")
-        if m != self.frame_tokens:
-            raise ValueError(f"mlp: got {m} tokens per frame, but frame_tokens={self.frame_tokens} was given at "
-                             "build time; the encoder and compressor disagree")
-        if t % self.clip_len:
-            raise ValueError(
-                f"mlp: got T={t} frames, which is not a multiple of clip_len={self.clip_len}. "
-                f"Sample a multiple of {self.clip_len} frames (the sampler's num_frames), or change clip_len."
-            )
+        b, t, m, d = check_clip_tokens("mlp", tokens, self.in_dim, self.clip_len, self.frame_tokens)
         x = pixel_shuffle(tokens.reshape(b * t, m, d), 1 / self.factor)  # [B·T, k, d·f²], row-major blocks
         x = self.fc2(self.act(self.fc1(self.norm(x))))
         return x.reshape(b, t * self.tokens_per_frame, self.out_dim)

@@ -34,12 +34,14 @@ to the window.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrc.ops import check_number
+from lrc.constraints import PositiveInt
+from lrc.protocols import check_clip_tokens
 from lrc.registry import COMPRESSORS
 
 MODES = ("avg", "max")
@@ -69,19 +71,14 @@ class PoolingCompressor(nn.Module):
 
     def __init__(
         self,
-        in_dim: int,
-        clip_len: int = 4,
-        tokens_per_frame: int = 16,
-        mode: str = "avg",
-        scope: str = "spatial",
+        in_dim: PositiveInt,
+        clip_len: PositiveInt = 4,
+        tokens_per_frame: PositiveInt = 16,
+        mode: Literal[MODES] = "avg",
+        scope: Literal[SCOPES] = "spatial",
     ):
+        """Argument types, ranges and choices are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("clip_len", clip_len), ("tokens_per_frame", tokens_per_frame)):
-            check_number("pooling", name, value, integer=True, minimum=1)
-        if mode not in MODES:
-            raise ValueError(f"pooling: unknown mode {mode!r}. Set compressor.mode to one of {', '.join(MODES)}.")
-        if scope not in SCOPES:
-            raise ValueError(f"pooling: unknown scope {scope!r}. Set compressor.scope to one of {', '.join(SCOPES)}.")
         self.in_dim = in_dim
         self.clip_len = clip_len
         self.tokens_per_frame = tokens_per_frame
@@ -94,18 +91,7 @@ class PoolingCompressor(nn.Module):
                 f"mode={self.mode!r}, scope={self.scope!r}")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 4:
-            raise ValueError(f"pooling: expected tokens [B, T, M, D], got shape {tuple(tokens.shape)}")
-        b, t, m, d = tokens.shape
-        if d != self.in_dim:
-            raise ValueError(f"pooling: token dim {d} does not match in_dim {self.in_dim} given at build time")
-        if not tokens.is_floating_point():
-            raise ValueError(f"pooling: tokens must be floating point, got {tokens.dtype}")
-        if t % self.clip_len:
-            raise ValueError(
-                f"pooling: got T={t} frames, which is not a multiple of clip_len={self.clip_len}. "
-                f"Sample a multiple of {self.clip_len} frames (the sampler's num_frames), or change clip_len."
-            )
+        b, t, m, d = check_clip_tokens("pooling", tokens, self.in_dim, self.clip_len)
         k = self.tokens_per_frame
         if k > m:
             raise ValueError(

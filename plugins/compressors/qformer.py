@@ -28,7 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrc.ops import check_dropout, check_number
+from lrc.constraints import DropoutRate, PositiveFloat, PositiveInt
+from lrc.protocols import check_clip_tokens
 from lrc.registry import COMPRESSORS
 
 
@@ -72,28 +73,23 @@ class QFormerCompressor(nn.Module):
 
     def __init__(
         self,
-        in_dim: int,
-        clip_len: int = 4,
-        tokens_per_frame: int = 16,
-        hidden_dim: int = 256,
-        num_layers: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.0,
+        in_dim: PositiveInt,
+        clip_len: PositiveInt = 4,
+        tokens_per_frame: PositiveInt = 16,
+        hidden_dim: PositiveInt = 256,
+        num_layers: PositiveInt = 2,
+        num_heads: PositiveInt = 4,
+        mlp_ratio: PositiveFloat = 4.0,
+        dropout: DropoutRate = 0.0,
     ):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("clip_len", clip_len), ("tokens_per_frame", tokens_per_frame),
-                            ("hidden_dim", hidden_dim), ("num_layers", num_layers), ("num_heads", num_heads)):
-            check_number("qformer", name, value, integer=True, minimum=1)
         if hidden_dim % num_heads:
             raise ValueError(
                 f"qformer: hidden_dim ({hidden_dim}) is not divisible by num_heads ({num_heads}); attention splits "
                 f"hidden_dim into num_heads equal heads. Set compressor.num_heads to a divisor of {hidden_dim} "
                 f"or compressor.hidden_dim to a multiple of {num_heads}."
             )
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-            raise ValueError(f"qformer: mlp_ratio must be a positive number, got {mlp_ratio!r}")
-        check_dropout("qformer", "dropout", dropout)
         self.in_dim = in_dim
         self.clip_len = clip_len
         self.tokens_per_frame = tokens_per_frame
@@ -113,18 +109,7 @@ class QFormerCompressor(nn.Module):
         return f"in_dim={self.in_dim}, clip_len={self.clip_len}, tokens_per_frame={self.tokens_per_frame}"
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 4:
-            raise ValueError(f"qformer: expected tokens [B, T, M, D], got shape {tuple(tokens.shape)}")
-        b, t, m, d = tokens.shape
-        if d != self.in_dim:
-            raise ValueError(f"qformer: token dim {d} does not match in_dim {self.in_dim} given at build time")
-        if not tokens.is_floating_point():
-            raise ValueError(f"qformer: tokens must be floating point, got {tokens.dtype}")
-        if t % self.clip_len:
-            raise ValueError(
-                f"qformer: got T={t} frames, which is not a multiple of clip_len={self.clip_len}. "
-                f"Sample a multiple of {self.clip_len} frames (the sampler's num_frames), or change clip_len."
-            )
+        b, t, m, d = check_clip_tokens("qformer", tokens, self.in_dim, self.clip_len)
         n = b * (t // self.clip_len)  # clips, folded into the batch: each is read independently
         kv = self.input_proj(tokens.reshape(n, self.clip_len, m, d)) + self.frame_embed[:, None]
         kv = self.input_norm(kv.reshape(n, self.clip_len * m, self.hidden_dim))

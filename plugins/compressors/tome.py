@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrc.ops import check_number
+from lrc.constraints import PositiveInt
+from lrc.protocols import check_clip_tokens
 from lrc.registry import COMPRESSORS
 
 
@@ -117,16 +118,14 @@ class ToMeCompressor(nn.Module):
 
     def __init__(
         self,
-        in_dim: int,
-        clip_len: int = 4,
-        tokens_per_frame: int = 16,
-        head_dim: int = 64,
+        in_dim: PositiveInt,
+        clip_len: PositiveInt = 4,
+        tokens_per_frame: PositiveInt = 16,
+        head_dim: PositiveInt = 64,
         restore_order: bool = True,
     ):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        for name, value in (("in_dim", in_dim), ("clip_len", clip_len),
-                            ("tokens_per_frame", tokens_per_frame), ("head_dim", head_dim)):
-            check_number("tome", name, value, integer=True, minimum=1)
         if in_dim % head_dim:
             # The metric reshapes each token to [in_dim // head_dim, head_dim] and averages the groups.
             divisors = [g for g in range(1, min(head_dim, in_dim) + 1) if in_dim % g == 0]
@@ -154,18 +153,7 @@ class ToMeCompressor(nn.Module):
                 f"head_dim={self.head_dim}, restore_order={self.restore_order}")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 4:
-            raise ValueError(f"tome: expected tokens [B, T, M, D], got shape {tuple(tokens.shape)}")
-        b, t, m, d = tokens.shape
-        if d != self.in_dim:
-            raise ValueError(f"tome: token dim {d} does not match in_dim {self.in_dim} given at build time")
-        if not tokens.is_floating_point():
-            raise ValueError(f"tome: tokens must be floating point, got {tokens.dtype}")
-        if t % self.clip_len:
-            raise ValueError(
-                f"tome: got T={t} frames, which is not a multiple of clip_len={self.clip_len}. "
-                f"Sample a multiple of {self.clip_len} frames (the sampler's num_frames), or change clip_len."
-            )
+        b, t, m, d = check_clip_tokens("tome", tokens, self.in_dim, self.clip_len)
         per_clip = self.clip_len * m
         target = self.clip_len * self.tokens_per_frame
         if per_clip < target:

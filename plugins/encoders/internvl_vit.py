@@ -3,11 +3,13 @@ folder saved with ``save_pretrained``)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from lrc.config.schema import ATTENTION_IMPLEMENTATIONS as ATTENTION
+from lrc.constraints import Fraction, Index, LocalPath, PositiveFloat, UnitInterval
 from lrc.ops import pixel_shuffle
 from lrc.registry import ENCODERS
 
@@ -16,7 +18,7 @@ from lrc.registry import ENCODERS
 class InternVLVisionEncoder(nn.Module):
     """Patch tokens of InternViT with the CLS token dropped, then InternVL's pixel shuffle.
 
-    InternVL2.5 / InternVideo2.5 (REFERENCE.md, HiCo level 1): 448 px, patch 14 → 32×32 tokens;
+    InternVL2.5 / InternVideo2.5 (paper §3.1, HiCo level 1): 448 px, patch 14 → 32×32 tokens;
     pixel shuffle 0.5 → 16×16 = 256 tokens per frame of dim 4×1024. Give either ``pretrained`` (a local
     path) or ``config`` (keyword arguments of ``transformers.InternVLVisionConfig``).
     """
@@ -24,13 +26,14 @@ class InternVLVisionEncoder(nn.Module):
     def __init__(
         self,
         config: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        pixel_shuffle: float = 0.5,
-        select_layer: int = -1,
-        attn_implementation: str = "sdpa",
-        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        pretrained: LocalPath | None = None,
+        pixel_shuffle: Fraction = 0.5,
+        select_layer: Index = -1,
+        attn_implementation: Literal[ATTENTION] = "sdpa",
+        mean: tuple[UnitInterval, UnitInterval, UnitInterval] = (0.485, 0.456, 0.406),
+        std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.229, 0.224, 0.225),
     ):
+        """Argument types, ranges and choices are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
         from transformers import InternVLVisionConfig, InternVLVisionModel
 

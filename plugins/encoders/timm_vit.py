@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lrc.constraints import Fraction, LocalPath, NonNegativeInt, PositiveFloat, PositiveInt, UnitInterval
 from lrc.weights.checkpoints import load_state_dict_file
 from lrc.ops import pixel_shuffle
 from lrc.registry import ENCODERS
@@ -23,17 +24,18 @@ class TimmViTEncoder(nn.Module):
 
     def __init__(
         self,
-        image_size: int = 224,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        pixel_shuffle: float = 1.0,
-        checkpoint: str | None = None,
-        mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-        std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+        image_size: PositiveInt = 224,
+        patch_size: PositiveInt = 16,
+        embed_dim: PositiveInt = 768,
+        depth: NonNegativeInt = 12,
+        num_heads: PositiveInt = 12,
+        mlp_ratio: PositiveFloat = 4.0,
+        pixel_shuffle: Fraction = 1.0,
+        checkpoint: LocalPath | None = None,
+        mean: tuple[UnitInterval, UnitInterval, UnitInterval] = (0.485, 0.456, 0.406),
+        std: tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (0.229, 0.224, 0.225),
     ):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
         from timm.models.vision_transformer import VisionTransformer
 

@@ -31,7 +31,7 @@ our own, compact rewrite of that design, in the order the data flows:
    so spans are (centre, width) normalised to [0, 1] by duration, plus a 2-way logit
    (index 0 = foreground moment, 1 = no object, the Moment-DETR convention).
 
-Losses (Moment-DETR / CG-DETR, weights from REFERENCE.md "TPO"): Hungarian matching per sample with
+Losses (Moment-DETR / CG-DETR, weights from TPO's released temporal head): Hungarian matching per sample with
 cost span_weight·L1 − giou_weight·GIoU − label_weight·p(foreground); span L1 and 1 − GIoU on matched
 pairs; 2-way cross-entropy on all queries with the no-object class weighted by ``eos_weight``; a
 margin ranking loss on saliency (every pair of frames whose targets differ, in-span above
@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lrc.protocols import HeadBatch
-from lrc.ops import check_dropout, check_number
+from lrc.protocols import HeadBatch, check_head_batch
+from lrc.constraints import DropoutRate, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from lrc.registry import HEADS
 from lrc.model.spans import cw_to_se, giou_matrix, grounding_metrics, hungarian_match, paired_giou, se_to_cw
 
@@ -199,36 +199,26 @@ class CGDETRHead(nn.Module):
 
     def __init__(
         self,
-        hidden_size: int,
-        d_model: int = 256,
-        num_dummy_layers: int = 2,
-        num_cross_layers: int = 2,
-        num_encoder_layers: int = 3,
-        num_decoder_layers: int = 3,
-        num_queries: int = 10,
-        num_dummies: int = 45,
-        num_heads: int = 8,
-        ffn_dim: int = 1024,
-        dropout: float = 0.1,
-        span_weight: float = 10.0,
-        giou_weight: float = 1.0,
-        label_weight: float = 4.0,
-        eos_weight: float = 0.1,
-        saliency_weight: float = 4.0,
-        saliency_margin: float = 0.2,
+        hidden_size: PositiveInt,
+        d_model: PositiveInt = 256,
+        num_dummy_layers: NonNegativeInt = 2,
+        num_cross_layers: PositiveInt = 2,
+        num_encoder_layers: PositiveInt = 3,
+        num_decoder_layers: PositiveInt = 3,
+        num_queries: PositiveInt = 10,
+        num_dummies: PositiveInt = 45,
+        num_heads: PositiveInt = 8,
+        ffn_dim: PositiveInt = 1024,
+        dropout: DropoutRate = 0.1,
+        span_weight: NonNegativeFloat = 10.0,
+        giou_weight: NonNegativeFloat = 1.0,
+        label_weight: NonNegativeFloat = 4.0,
+        eos_weight: PositiveFloat = 0.1,
+        saliency_weight: NonNegativeFloat = 4.0,
+        saliency_margin: NonNegativeFloat = 0.2,
     ):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        for name, value in (("hidden_size", hidden_size), ("d_model", d_model), ("num_queries", num_queries),
-                            ("num_dummies", num_dummies), ("num_heads", num_heads), ("ffn_dim", ffn_dim),
-                            ("num_encoder_layers", num_encoder_layers), ("num_decoder_layers", num_decoder_layers),
-                            ("num_cross_layers", num_cross_layers)):
-            check_number("cgdetr", name, value, integer=True, minimum=1)
-        check_number("cgdetr", "num_dummy_layers", num_dummy_layers, integer=True)
-        for name, value in (("span_weight", span_weight), ("giou_weight", giou_weight), ("label_weight", label_weight),
-                            ("saliency_weight", saliency_weight), ("saliency_margin", saliency_margin)):
-            check_number("cgdetr", name, value)
-        check_number("cgdetr", "eos_weight", eos_weight, strict=True)
-        check_dropout("cgdetr", "dropout", dropout)
         if d_model % num_heads or d_model % 2:
             raise ValueError(
                 f"cgdetr: d_model ({d_model}) must be even and divisible by num_heads ({num_heads}); attention splits "
@@ -438,15 +428,7 @@ class CGDETRHead(nn.Module):
 
     # ---------------------------------------------------------------------------------------------
     def _check_batch(self, batch: HeadBatch) -> None:
-        n = len(batch)
-        if n == 0:
-            raise ValueError("cgdetr: empty HeadBatch; the model calls a head only for samples with its task")
-        for name in ("frame_features", "timestamps", "query_hidden"):
-            if len(getattr(batch, name)) != n:
-                raise ValueError(f"cgdetr: HeadBatch.{name} has {len(getattr(batch, name))} entries for {n} samples")
-        if batch.task_hidden.ndim != 2 or batch.task_hidden.shape[1] != self.hidden_size:
-            raise ValueError(f"cgdetr: task_hidden must be [N, {self.hidden_size}] (hidden_size), "
-                             f"got {tuple(batch.task_hidden.shape)}")
+        n = check_head_batch("cgdetr", batch, self.hidden_size, ("frame_features", "timestamps", "query_hidden"))
         if batch.durations.shape != (n,):
             raise ValueError(f"cgdetr: durations must be [N={n}], got {tuple(batch.durations.shape)}")
         for i in range(n):

@@ -19,12 +19,10 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
+from lrc.constraints import NonNegativeFloat, PositiveInt, UnitInterval
+from lrc.ops import gelu_mlp
 from lrc.protocols import HeadBatch
 from lrc.registry import HEADS
-
-
-def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
 @HEADS.register("region")
@@ -33,11 +31,11 @@ class RegionHead(nn.Module):
     task_token = "<box>"
     begin_token = "<box_begin>"
 
-    def __init__(self, hidden_size: int, mlp_hidden: int = 2048, l1_weight: float = 2.0, giou_weight: float = 0.2,
-                 iou_threshold: float = 0.5):
+    def __init__(self, hidden_size: PositiveInt, mlp_hidden: PositiveInt = 2048, l1_weight: NonNegativeFloat = 2.0,
+                 giou_weight: NonNegativeFloat = 0.2, iou_threshold: UnitInterval = 0.5):
         super().__init__()
-        self.decoder = _mlp(hidden_size, mlp_hidden, 4)
-        self.encoder = _mlp(4, mlp_hidden, hidden_size)
+        self.decoder = gelu_mlp(hidden_size, mlp_hidden, 4)
+        self.encoder = gelu_mlp(4, mlp_hidden, hidden_size)
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
         self.iou_threshold = iou_threshold

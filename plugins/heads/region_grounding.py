@@ -33,9 +33,10 @@ from torch import nn
 from torchvision.ops import box_convert
 
 from lrc.protocols import HeadBatch
-from lrc.ops import check_number
+from lrc.constraints import NonNegativeFloat, PositiveInt, UnitInterval
+from lrc.ops import gelu_mlp
 from lrc.registry import HEADS
-from lrc_plugins.heads.region import RegionHead, _mlp
+from lrc_plugins.heads.region import RegionHead
 
 
 def _sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
@@ -62,8 +63,7 @@ class FrameLocator(nn.Module):
     def __init__(self, hidden_size: int, mlp_hidden: int, d_model: int, image_size: int, max_frames: int,
                  owner: str):
         super().__init__()
-        for name, value in (("d_model", d_model), ("image_size", image_size), ("max_frames", max_frames)):
-            check_number(owner, name, value, integer=True, minimum=1)
+        # sizes >= 1: the owning head's annotations say so (lrc.constraints checks them before building)
         if image_size % 8:
             raise ValueError(f"{owner}: image_size must be a multiple of 8 (the locator stem's stride), got {image_size}")
         self.owner, self.image_size, self.d_model, self.max_frames = owner, image_size, d_model, max_frames
@@ -76,7 +76,7 @@ class FrameLocator(nn.Module):
         self.frame_embed = nn.Embedding(max_frames, d_model)
         self.to_query = nn.Linear(hidden_size, d_model)
         self.to_key = nn.Linear(d_model, d_model)
-        self.decoder = _mlp(hidden_size + d_model + 2, mlp_hidden, 4)
+        self.decoder = gelu_mlp(hidden_size + d_model + 2, mlp_hidden, 4)
 
     def cells(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-cell features ``[T, h·w, d]`` (with position and frame index) and cell centres ``[h·w, 2]`` (x, y)."""
@@ -127,10 +127,10 @@ class FrameLocator(nn.Module):
 
 @HEADS.register("region_grounding")
 class RegionGroundingHead(RegionHead):
-    def __init__(self, hidden_size: int, mlp_hidden: int = 2048, d_model: int = 64, image_size: int = 64,
-                 max_frames: int = 512, l1_weight: float = 2.0, giou_weight: float = 0.2, attention_weight: float = 1.0,
-                 iou_threshold: float = 0.5):
-        check_number("region_grounding", "attention_weight", attention_weight)
+    def __init__(self, hidden_size: PositiveInt, mlp_hidden: PositiveInt = 2048, d_model: PositiveInt = 64,
+                 image_size: PositiveInt = 64, max_frames: PositiveInt = 512, l1_weight: NonNegativeFloat = 2.0,
+                 giou_weight: NonNegativeFloat = 0.2, attention_weight: NonNegativeFloat = 1.0,
+                 iou_threshold: UnitInterval = 0.5):
         super().__init__(hidden_size, mlp_hidden, l1_weight, giou_weight, iou_threshold)
         # replaces the region head's hidden-only decoder: (dx, dy, w, h) from hidden + what the query found
         del self.decoder

@@ -53,16 +53,17 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Annotated, Any, ClassVar, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
-from lrc.protocols import HeadBatch
+from lrc.protocols import HeadBatch, check_head_batch
 from lrc.model.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
-from lrc.ops import check_number
+from lrc.constraints import LocalPath, NonNegativeFloat, NonNegativeInt, PositiveInt, Text
+from lrc.ops import gelu_mlp
 from lrc.registry import HEADS
 from lrc_plugins.heads.region_grounding import FrameLocator
 
@@ -75,6 +76,7 @@ BOX_CORNER_LABELS = (2, 3)
 IMAGE_SIZE_MULTIPLE = 32
 BOX_SOURCES = ("hidden", "frames")
 PROPAGATIONS = ("video", "per_frame")
+SAM2Config = Annotated[str, Text("a SAM2 config: its packaged name or a local YAML file")]
 
 
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -203,10 +205,6 @@ def _frames_from_memory(images: torch.Tensor, height: int, width: int) -> Iterat
             video_predictor.load_video_frames, video_predictor.tqdm = original
 
 
-def _mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim))
-
-
 @HEADS.register("sam2_mask")
 class SAM2MaskHead(nn.Module):
     """``<track>`` hidden state → SAM2 box prompt → masks over the sampled frames (see the module docstring).
@@ -227,29 +225,27 @@ class SAM2MaskHead(nn.Module):
 
     def __init__(
         self,
-        hidden_size: int,
-        config: str = "configs/sam2.1/sam2.1_hiera_t.yaml",
-        checkpoint: str | None = None,
-        image_size: int = 1024,
+        hidden_size: PositiveInt,
+        config: SAM2Config = "configs/sam2.1/sam2.1_hiera_t.yaml",
+        checkpoint: LocalPath | None = None,
+        image_size: PositiveInt = 1024,
         freeze_sam: bool = True,
-        adapter_hidden: int = 1024,
-        prompt_weight: float = 1.0,
-        box_weight: float = 1.0,
-        dice_weight: float = 1.0,
-        bce_weight: float = 1.0,
-        focal_weight: float = 0.0,
-        fill_hole_area: int = 0,
-        box_source: str = "hidden",
-        propagation: str = "video",
-        locator_dim: int = 64,
-        locator_image_size: int = 64,
-        max_frames: int = 512,
-        attention_weight: float = 1.0,
+        adapter_hidden: PositiveInt = 1024,
+        prompt_weight: NonNegativeFloat = 1.0,
+        box_weight: NonNegativeFloat = 1.0,
+        dice_weight: NonNegativeFloat = 1.0,
+        bce_weight: NonNegativeFloat = 1.0,
+        focal_weight: NonNegativeFloat = 0.0,
+        fill_hole_area: NonNegativeInt = 0,
+        box_source: Literal[BOX_SOURCES] = "hidden",
+        propagation: Literal[PROPAGATIONS] = "video",
+        locator_dim: PositiveInt = 64,
+        locator_image_size: PositiveInt = 64,
+        max_frames: PositiveInt = 512,
+        attention_weight: NonNegativeFloat = 1.0,
     ):
+        """Argument types, ranges and choices are the annotations' (checked by lrc.constraints before building)."""
         super().__init__()
-        sizes = (("hidden_size", hidden_size), ("image_size", image_size), ("adapter_hidden", adapter_hidden))
-        for name, value in sizes:
-            check_number("sam2_mask", name, value, integer=True, minimum=1)
         if image_size % IMAGE_SIZE_MULTIPLE:
             raise ValueError(
                 f"sam2_mask: image_size {image_size} is not a multiple of {IMAGE_SIZE_MULTIPLE}; SAM2's Hiera backbone "
@@ -257,18 +253,11 @@ class SAM2MaskHead(nn.Module):
                 f"Use e.g. {max(IMAGE_SIZE_MULTIPLE, image_size // IMAGE_SIZE_MULTIPLE * IMAGE_SIZE_MULTIPLE)} "
                 "(SAM2's own size is 1024)."
             )
-        check_number("sam2_mask", "fill_hole_area", fill_hole_area, integer=True)
-        if box_source not in BOX_SOURCES:
-            raise ValueError(f"sam2_mask: box_source must be one of {', '.join(BOX_SOURCES)}, got {box_source!r}")
-        if propagation not in PROPAGATIONS:
-            raise ValueError(f"sam2_mask: propagation must be one of {', '.join(PROPAGATIONS)}, got {propagation!r}")
         if propagation == "per_frame" and box_source != "frames":
             raise ValueError("sam2_mask: propagation 'per_frame' prompts every frame with its own box, which only the "
                              "frame locator gives; set box_source: frames (or propagation: video)")
         weights = dict(prompt=prompt_weight, box=box_weight, dice=dice_weight, bce=bce_weight, focal=focal_weight,
                        attention=attention_weight)
-        for name, value in weights.items():
-            check_number("sam2_mask", f"{name}_weight", value)
         self.hidden_size = hidden_size
         self.image_size = image_size
         self.freeze_sam = freeze_sam
@@ -294,8 +283,8 @@ class SAM2MaskHead(nn.Module):
 
         if box_source == "hidden":
             # Two box-corner tokens + SAM's padding token: the sparse embedding SAM2 makes for a box.
-            self.prompt_adapter = _mlp(hidden_size, adapter_hidden, 3 * self.prompt_dim)
-            self.box_head = _mlp(hidden_size, adapter_hidden, 4)
+            self.prompt_adapter = gelu_mlp(hidden_size, adapter_hidden, 3 * self.prompt_dim)
+            self.box_head = gelu_mlp(hidden_size, adapter_hidden, 4)
         else:
             self.locator = FrameLocator(hidden_size, adapter_hidden, locator_dim, locator_image_size, max_frames,
                                         "sam2_mask")
@@ -378,16 +367,7 @@ class SAM2MaskHead(nn.Module):
     # -- head protocol --------------------------------------------------------------------------
     def forward(self, batch: HeadBatch) -> dict[str, torch.Tensor]:
         hidden = batch.task_hidden
-        if hidden.ndim != 2 or hidden.shape[1] != self.hidden_size:
-            raise ValueError(
-                f"sam2_mask: task_hidden must be [N, {self.hidden_size}] (hidden_size given at build time), "
-                f"got {tuple(hidden.shape)}"
-            )
-        n = hidden.shape[0]
-        if n == 0:
-            raise ValueError("sam2_mask: empty batch; the model calls a head only for samples with mask targets")
-        if len(batch.frames) != n:
-            raise ValueError(f"sam2_mask: {n} task hidden states but {len(batch.frames)} frame tensors in the batch")
+        n = check_head_batch("sam2_mask", batch, self.hidden_size, ("frames",))
         frames = [self._check_frames(f, i) for i, f in enumerate(batch.frames)]
         if self.box_source == "hidden":
             h = hidden.to(self.prompt_adapter[0].weight.dtype)

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import inspect
 import logging
-from typing import Any
+import re
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
-from lrc.ops import check_number
+from lrc.config.schema import ATTENTION_IMPLEMENTATIONS
+from lrc.constraints import LocalPath, NonNegativeInt, PositiveInt, Range, check_value
 from lrc.registry import LLMS
 
 log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "float16")  # the torch dtype the weights are created or loaded in
+# transformers config arguments that are sizes or counts (hidden_size, num_attention_heads, head_dim ...)
+SIZE_NAME = re.compile(r"^num_|_size$|_dim$|_embeddings$")
 
 
 def resolve_attn_implementation(requested: str) -> str:
@@ -55,6 +63,50 @@ def wrap_lora(model: nn.Module, lora: dict[str, Any], new_token_ids: tuple[int, 
     return get_peft_model(model, config)
 
 
+def config_key_problems(config_class: Any, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(config.<key>, what)`` for keys of ``config`` that ``config_class`` (a transformers config class)
+    does not know: neither its arguments, nor its or PretrainedConfig's default keys, nor an alias it maps
+    onto one of those (``rope_theta`` -> ``rope_parameters``, ``torch_dtype`` -> ``dtype``); and for values
+    that do not fit the argument's annotation, or a size or count (``hidden_size``, ``num_attention_heads``,
+    ... whose default is a whole number >= 1) below 1."""
+    from transformers import PretrainedConfig
+
+    params = inspect.signature(config_class.__init__).parameters
+    known = set(params) | set(PretrainedConfig().to_dict())
+    known |= set(getattr(config_class, "attribute_map", None) or {})
+    try:
+        known |= set(config_class().to_dict())
+    except Exception:  # noqa: BLE001 - a config class without usable defaults: its signature still counts
+        pass
+    known -= {"self", "kwargs", "model_type"}
+    problems = []
+    for key, value in config.items():
+        if key == "vocab_size":
+            problems.append(("config.vocab_size", "set by lrc: the tokenizer's length, after the tokens lrc adds; "
+                                                  "remove it"))
+        elif key not in known and not _absorbed(config_class, key, value):
+            close = difflib.get_close_matches(str(key), sorted(known), n=3, cutoff=0.6)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            problems.append((f"config.{key}", f"{config_class.__name__} has no setting {key!r}; it would be ignored "
+                                              f"and the model built with the default.{hint}"))
+        elif key in params:
+            annotation, default = params[key].annotation, params[key].default
+            if SIZE_NAME.search(key) and check_value(default, PositiveInt) is None:
+                annotation = Annotated[annotation, Range(min=1)]  # a size or count: at least 1
+            problem = check_value(value, annotation)
+            if problem is not None:
+                problems.append((f"config.{key}", problem))
+    return problems
+
+
+def _absorbed(config_class: Any, key: str, value: Any) -> bool:
+    """A legacy name the config class maps onto another setting: given alone, it does not stay as itself."""
+    try:
+        return key not in config_class(**{key: value}).to_dict()
+    except Exception:  # noqa: BLE001 - a value the class refuses: the key is still one it reads
+        return True
+
+
 @LLMS.register("hf_causal_lm")
 class HFCausalLM(nn.Module):
     """A ``transformers`` causal LM, random-init from ``config`` or loaded from a local ``pretrained`` path.
@@ -67,19 +119,21 @@ class HFCausalLM(nn.Module):
 
     def __init__(
         self,
-        vocab_size: int,
+        vocab_size: PositiveInt,
         config: dict[str, Any] | None = None,
-        pretrained: str | None = None,
-        attn_implementation: str = "sdpa",
-        dtype: str | None = None,
+        pretrained: LocalPath | None = None,
+        attn_implementation: Literal[ATTENTION_IMPLEMENTATIONS] = "sdpa",
+        dtype: Literal[DTYPES] | None = None,
         trust_remote_code: bool = False,
         gradient_checkpointing: bool = False,
         lora: dict[str, Any] | None = None,
-        sequence_parallel: int = 1,
-        new_token_ids: tuple[int, ...] = (),
+        sequence_parallel: PositiveInt = 1,
+        new_token_ids: tuple[NonNegativeInt, ...] = (),
     ):
         """``sequence_parallel``: P > 1 splits each training sequence over groups of P ranks, Ulysses-style
-        (lrc/parallel/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``."""
+        (lrc/parallel/sequence_parallel.py, docs/distributed.md); attention runs as ``ulysses_<attn_implementation>``.
+        Argument types, ranges and choices are the annotations' (checked by lrc.constraints before building);
+        ``check_args`` checks the keys of ``config`` against the transformers config class of its model_type."""
         super().__init__()
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -88,7 +142,6 @@ class HFCausalLM(nn.Module):
                              f"{'both' if config else 'neither'}. To load weights over a base config that sets `config`, "
                              "add model.llm.config=null.")
         attn = resolve_attn_implementation(attn_implementation)
-        check_number("hf_causal_lm", "sequence_parallel", sequence_parallel, integer=True, minimum=1)
         self.sequence_parallel = sequence_parallel
         if sequence_parallel > 1:
             from lrc.parallel.sequence_parallel import register_attention
@@ -119,11 +172,13 @@ class HFCausalLM(nn.Module):
 
     @staticmethod
     def check_args(args: dict[str, Any]) -> list[tuple[str, str]]:
-        """What ``lrc validate`` can say before building: not both config and pretrained, a known model_type.
+        """What ``lrc validate`` can say before building: not both config and pretrained, a known model_type,
+        and keys of ``config`` that its config class knows.
 
         (Neither is left to build time: a shared base such as experiments/base.yaml names neither.)
-        ``model_type`` is looked up in transformers' table of built-in config classes (a name lookup:
-        nothing is imported), so a config can never reach a module by path or run remote code."""
+        ``model_type`` is looked up in transformers' table of built-in config classes (no module is reached
+        by a path from the config, no remote code runs). A misspelt key would otherwise become an attribute
+        nobody reads while the model silently takes the default (``hidden_sise: 64`` -> Qwen2's 4096)."""
         config, pretrained = args.get("config"), args.get("pretrained")
         if config is not None and pretrained is not None:
             return [("pretrained", "give exactly one of `config` (random init) or `pretrained` (a local path), got "
@@ -134,13 +189,11 @@ class HFCausalLM(nn.Module):
 
         model_type = config.get("model_type")
         if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
-            import difflib
-
             close = difflib.get_close_matches(str(model_type), list(CONFIG_MAPPING.keys()), n=3, cutoff=0.6)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             return [("config.model_type", f"{model_type!r} is not a model type built into transformers (e.g. qwen2, "
                                           f"llama); custom code is never imported from a config.{hint}")]
-        return []
+        return config_key_problems(CONFIG_MAPPING[model_type], {k: v for k, v in config.items() if k != "model_type"})
 
     @property
     def has_lora(self) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lrc.constraints import PositiveInt
 from lrc.registry import PROJECTORS
 
 
@@ -16,7 +17,8 @@ class MLPProjector(nn.Module):
     ``out_dim`` as in InternVL2.5.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, layer_norm: bool = True):
+    def __init__(self, in_dim: PositiveInt, out_dim: PositiveInt, hidden_dim: PositiveInt | None = None,
+                 layer_norm: bool = True):
         super().__init__()
         hidden_dim = hidden_dim or out_dim
         self.norm = nn.LayerNorm(in_dim) if layer_norm else nn.Identity()

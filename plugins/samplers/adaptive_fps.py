@@ -1,24 +1,24 @@
 """Adaptive frame sampling: dense for short videos, sparse for long ones (InternVideo2.5 paper;
-REFERENCE.md "Frame sampling": 15 fps where motion matters, 1 fps for minute- and hour-long videos,
+Paper §3.1 (adaptive temporal sampling): 15 fps where motion matters, 1 fps for minute- and hour-long videos,
 64–512 frames in stage 3).
 
     rate  = dense_fps if duration < threshold_s else sparse_fps
     count = round(duration · rate)                      (halves round up)
     count = clamp(count, min_frames, max_frames), a multiple of clip_len
 
-then frames at segment midpoints (``uniform.midpoint_indices``). As in the fixed-fps sampler, the
-bounds are first moved inward to multiples of ``clip_len`` (``min_frames`` up, ``max_frames`` down;
-an error if none lies between them) and the count is rounded down to a multiple before clamping, so
-it is a multiple of ``clip_len`` within the bounds as written.
+then frames at segment midpoints (``lrc.data.sampling.midpoint_indices``). As in the fixed-fps
+sampler, the bounds are first moved inward to multiples of ``clip_len`` (``min_frames`` up,
+``max_frames`` down; an error if none lies between them) and the count is rounded down to a multiple
+before clamping, so it is a multiple of ``clip_len`` within the bounds as written.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lrc.data.sampling import check_video, fit_count, frame_bounds, midpoint_indices, round_half_up
+from lrc.constraints import NonNegativeFloat, PositiveFloat, PositiveInt
 from lrc.registry import SAMPLERS
-from lrc_plugins.samplers.fixed_fps import fit_count, frame_bounds, round_half_up
-from lrc_plugins.samplers.uniform import _is_real, check_video, midpoint_indices
 
 
 @SAMPLERS.register("adaptive_fps")
@@ -29,16 +29,13 @@ class AdaptiveFpsSampler:
     ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
     """
 
-    def __init__(self, dense_fps: float = 15.0, sparse_fps: float = 1.0, threshold_s: float = 30.0,
-                 min_frames: int = 64, max_frames: int = 512, clip_len: int = 1):
-        for name, value in (("dense_fps", dense_fps), ("sparse_fps", sparse_fps)):
-            if not _is_real(value) or value <= 0:
-                raise ValueError(f"adaptive_fps sampler: {name} must be a finite number > 0 (frames per second), got {value!r}")
+    def __init__(self, dense_fps: PositiveFloat = 15.0, sparse_fps: PositiveFloat = 1.0,
+                 threshold_s: NonNegativeFloat = 30.0, min_frames: PositiveInt = 64, max_frames: PositiveInt = 512,
+                 clip_len: PositiveInt = 1):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         if dense_fps < sparse_fps:
             raise ValueError(f"adaptive_fps sampler: dense_fps ({dense_fps}) must be >= sparse_fps ({sparse_fps}); "
                              f"short videos are the ones sampled densely")
-        if not _is_real(threshold_s) or threshold_s < 0:
-            raise ValueError(f"adaptive_fps sampler: threshold_s must be a finite number of seconds >= 0, got {threshold_s!r}")
         self.dense_fps, self.sparse_fps, self.threshold_s = float(dense_fps), float(sparse_fps), float(threshold_s)
         self.min_frames, self.max_frames, self.clip_len = min_frames, max_frames, clip_len
         # The effective bounds: min_frames rounded up, max_frames down, to multiples of clip_len.

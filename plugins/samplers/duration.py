@@ -1,12 +1,12 @@
 """About one frame per second, in steps of ``multiple`` frames: the InternVideo2.5 model card's
-``get_num_frames_by_duration`` and VideoChat-Flash's ``dynamic_fps1`` rule (REFERENCE.md, "Frame
-sampling"):
+``get_num_frames_by_duration`` and VideoChat-Flash's ``dynamic_fps1`` rule (the released code's frame
+sampling):
 
     count = multiple · floor(duration / multiple),  clamped to [min_frames, max_frames]
 
 with the model card's defaults ``multiple=4``, ``[128, 512]`` (the finetuning recipe uses 8 and
 ``[64, 256]``): 100 s → 100 → 128, 300 s → 300, 301 s → 300, 1000 s → 512. Frames are then taken at
-segment midpoints (``uniform.midpoint_indices``), as in the card's ``get_index``.
+segment midpoints (``lrc.data.sampling.midpoint_indices``), as in the card's ``get_index``.
 
 The count must also be a multiple of the compressor's ``clip_len``, so the rule's step is
 ``lcm(multiple, clip_len)`` (``multiple`` itself whenever ``clip_len`` divides it, as in both
@@ -21,10 +21,9 @@ import math
 
 import numpy as np
 
-from lrc.ops import is_int
+from lrc.data.sampling import check_video, fit_count, frame_bounds, midpoint_indices
+from lrc.constraints import PositiveInt
 from lrc.registry import SAMPLERS
-from lrc_plugins.samplers.fixed_fps import fit_count, frame_bounds
-from lrc_plugins.samplers.uniform import check_video, midpoint_indices
 
 
 @SAMPLERS.register("duration")
@@ -35,11 +34,9 @@ class DurationSampler:
     ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
     """
 
-    def __init__(self, multiple: int = 4, min_frames: int = 128, max_frames: int = 512, clip_len: int = 1):
-        if not is_int(multiple) or multiple < 1:
-            raise ValueError(f"duration sampler: multiple must be an integer >= 1 (frames per step), got {multiple!r}")
-        if not is_int(clip_len) or clip_len < 1:
-            raise ValueError(f"duration sampler: clip_len must be an integer >= 1, got {clip_len!r}")
+    def __init__(self, multiple: PositiveInt = 4, min_frames: PositiveInt = 128, max_frames: PositiveInt = 512,
+                 clip_len: PositiveInt = 1):
+        """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         self.multiple, self.min_frames, self.max_frames, self.clip_len = multiple, min_frames, max_frames, clip_len
         self.step = math.lcm(multiple, clip_len)
         # The effective bounds: min_frames rounded up, max_frames down, to multiples of the step.

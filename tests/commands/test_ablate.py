@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from lrc.commands.ablate import CellResult, _series_axes, _why_no_value, ablate, last_error, load_plan, plot_results, validate_cells
 from lrc.cli import main
+from lrc.commands.ablate import ablate
+from lrc.commands.ablate.plan import load_plan, validate_cells
+from lrc.commands.ablate.report import CellResult, _series_axes, _why_no_value, plot_results
+from lrc.commands.ablate.runner import last_error
 from tests.conftest import DEMO, ROOT, tiny_override_list
 
 

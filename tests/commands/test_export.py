@@ -125,3 +125,32 @@ def test_export_then_lrc_test_and_next_stage(tiny_overrides, tmp_path, capsys):
     # refused: an existing export is never overwritten
     assert main(["export", str(run_dir), "--out", str(out)]) == 2
     assert "never overwrites" in capsys.readouterr().err
+
+
+def test_bad_inputs_leave_no_export_folder(tiny_overrides, tmp_path, capsys, monkeypatch):
+    """A bad config, a checkpoint of another model, or weights the exported config could not describe:
+    exit 2, found before the export folder is made."""
+    import lrc.commands.export as export_module
+    from lrc.weights.checkpoints import CheckpointError
+
+    run_dir = tmp_path / "run"
+    fake_run(tiny_overrides, run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    corpus = next(o.split("=", 1)[1] for o in tiny_overrides if o.startswith("data.root="))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: [{DEMO}]\ndata: {{root: {corpus}, batchsize: 4}}\n")
+    untrimmed = tmp_path / "untrimmed.yaml"  # the demo's full-size model: not the checkpoint's shapes
+    untrimmed.write_text(f"base: [{DEMO}]\ndata: {{root: {corpus}, synth_videos: null}}\n")
+    out = tmp_path / "export"
+    for config, message in ((bad, "data.batchsize"), (untrimmed, "does not fit the model built from this config")):
+        assert main(["export", str(ckpt), "--config", str(config), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+    def undescribable(*args, **kwargs):
+        raise CheckpointError("model.llm was loaded from a folder export cannot describe")
+
+    monkeypatch.setattr(export_module, "self_contained", undescribable)
+    assert main(["export", str(run_dir), "--out", str(out)]) == 2
+    assert "cannot describe" in capsys.readouterr().err
+    assert not out.exists()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from lrc.cli import main
-from lrc.config import load_config, validate
+from lrc.config import ConfigError, check_niah, load_config, validate
 from lrc.data.annotations import load_annotations
-from lrc.data.synth.needle import MULTI_QUESTION, NEEDLE_BACKGROUND, SINGLE_QUESTION, grid_cell
-from lrc.commands.niah import answer_exact_match, check_niah, evaluate
+from lrc.data.synth.needle import MULTI_QUESTION, NEEDLE_BACKGROUND, SINGLE_QUESTION, grid_cell, grid_questions
+from lrc.commands.niah import answer_exact_match, evaluate
 
 DEMO = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "tiny.yaml"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -36,6 +36,10 @@ def test_haystack_has_its_needles_where_the_record_says(tmp_path, depth, hops):
     cell = grid_cell(tmp_path, 24, depth, hops, questions=2, needle_frames=4, seed=1, size=32, answer_style="text")
     records = load_annotations(cell)
     assert len(records) == 2
+    # the same questions, drawn without rendering (what `lrc niah` checks before writing any video)
+    drawn = grid_questions(24, depth, hops, 2, needle_frames=4, seed=1, size=32, answer_style="text")
+    assert [(r.id, r.conversations, r.options, r.answer, r.extra["needle"]) for r in records] == [
+        (name, q["conversations"], q["options"], q["answer"], q["needle"]) for name, q in drawn]
     for rec in records:
         needle = rec.extra["needle"]
         frames = decode(rec.video)
@@ -92,9 +96,13 @@ def test_answer_exact_match_is_argmax_at_every_answer_position():
 def test_niah_config_is_checked():
     cfg = validate(load_config(DEMO))
     assert check_niah(cfg) == [] and check_niah(cfg, running=True) == []
-    problems = dict(check_niah({**cfg, "niah": {**cfg["niah"], "depths": [0.5, 1.5], "frame_counts": [16, 18],
-                                                "hops": [3], "memory_cap_gib": 0}}))
-    assert set(problems) == {"niah.depths", "niah.frame_counts", "niah.hops", "niah.memory_cap_gib"}
+    # values one at a time: the schema (lrc/config/schema.py); the grid as a whole: check_niah
+    with pytest.raises(ConfigError) as err:
+        validate(load_config(DEMO, ["niah.depths=[0.5,1.5]", "niah.hops=[3]", "niah.memory_cap_gib=0"]))
+    assert {p.split(": ")[1] for p in err.value.problems} == {"niah.depths", "niah.hops", "niah.memory_cap_gib"}
+    problems = dict(check_niah({**cfg, "niah": {**cfg["niah"], "frame_counts": [16, 18], "hops": [1, 1],
+                                                "depths": [], "size": 63}}))
+    assert set(problems) == {"niah.depths", "niah.frame_counts", "niah.hops", "niah.size"}
     # the compressor's clip_len binds only where NIAH runs
     clip8 = {**cfg, "model": {**cfg["model"], "compressor": {**cfg["model"]["compressor"], "clip_len": 8}}}
     assert check_niah(clip8) == []
@@ -233,11 +241,36 @@ def test_cli_errors_exit_2(niah_overrides, tmp_path, capsys):
     torch.save(module.state_dict(), ckpt)
     assert main(["niah", str(DEMO), "--ckpt", str(ckpt), "--out", str(tmp_path / "o3"), *plain]) == 2
     assert "does not match this config's model" in capsys.readouterr().err
-    # a model trained on a corpus without the needle task cannot read the questions: said before any forward
+    # a model trained on a corpus without the needle task cannot read the questions: said before any
+    # haystack video is written (the questions are drawn without rendering them)
     _, module = build_module(plain)
     torch.save(module.state_dict(), ckpt)
     assert main(["niah", str(DEMO), "--ckpt", str(ckpt), "--out", str(tmp_path / "o4"), *plain]) == 2
     assert "needle task" in capsys.readouterr().err
+    # no run dir was made for any of them, and no haystack written
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("o")]
+    assert not (tmp_path / "niah").exists()  # niah.root: where the haystacks would be
+
+
+def test_problems_are_found_before_any_corpus_folder_or_video_is_written(tmp_path, capsys):
+    """`lrc niah` checks the config, the grid and --out before synthesising a corpus (data.synth_videos)
+    or writing a haystack; exit 2 and nothing on disk."""
+    corpus, niah_root, out = tmp_path / "corpus", tmp_path / "niah", tmp_path / "out"
+    overrides = [f"data.root={corpus}", "data.synth_videos=2", f"niah.root={niah_root}", "niah.size=32",
+                 f"run.root={tmp_path / 'runs'}", "distributed.accelerator=cpu"]
+    ckpt = tmp_path / "nope.ckpt"  # never read: the config is refused first
+    assert main(["niah", str(DEMO), "--ckpt", str(ckpt), "--out", str(out), *overrides,
+                 "model.compressor.clip_len=8", "data.sampler.num_frames=8", "niah.frame_counts=[16,20]"]) == 2
+    assert "[20] not a multiple of model.compressor.clip_len=8" in capsys.readouterr().err
+    # a taken --out is refused before the corpus is synthesised
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["niah", str(DEMO), "--ckpt", str(ckpt), "--out", str(out), *overrides]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    # so is a checkpoint file that is not there
+    assert main(["niah", str(DEMO), "--ckpt", str(ckpt), "--out", str(tmp_path / "out2"), *overrides]) == 2
+    assert "nope.ckpt does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not list(tmp_path.rglob("*.mp4"))
 
 
 @pytest.mark.slow

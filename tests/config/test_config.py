@@ -61,7 +61,7 @@ def test_two_mistakes_are_both_reported_with_their_file(tmp_path):
     ("data.batch_sise=4", "did you mean 'batch_size'"),
     ("trainer.max_epoch=3", "max_epochs"),
     ("trainer.logger=false", "set by lrc"),
-    ("optim.freeze=[vit]", "unknown component"),
+    ("optim.freeze=[vit]", "'vit' is not one of encoder, compressor, projector, llm, heads"),
     ("model.compressor.in_dim=3", "set by lrc"),
     ("data.sampler.num_frames=6", "not a multiple of model.compressor.clip_len=4"),
     ("model.llm.vocab_size=10", "set by lrc"),
@@ -79,8 +79,8 @@ def test_each_kind_of_mistake_is_named(override, needle):
 def test_learning_rates_name_known_components():
     with pytest.raises(ConfigError) as err:
         validate(load_config(DEMO, ["optim.lr.vit=0.1"]))
-    assert "optim.lr.vit: unknown component" in str(err.value)
-    with pytest.raises(ConfigError, match="optim.lr: expected dict"):
+    assert "optim.lr.vit: 'vit' is not one of encoder, compressor, projector, llm, heads" in str(err.value)
+    with pytest.raises(ConfigError, match="optim.lr: expected mapping"):
         validate(load_config(DEMO, ["optim.lr=null"]))
 
 

@@ -1,7 +1,7 @@
 """Config mistakes of every kind are reported together, in ONE ConfigError, before anything is built.
 
 Each problem names the file (or "command line") that set the key and the dotted key itself, so a
-user fixes a config in one pass (DESIGN.md, Config; docs/config.md).
+user fixes a config in one pass (docs/config.md).
 """
 
 from __future__ import annotations
@@ -91,9 +91,9 @@ optim:
     assert "'batch_size'" in one(problems, e, "data.batch_sise", "unknown key")
     one(problems, e, "data.eval_batch_size", "at least 1")
     one(problems, e, "data.max_length", "at least 1")
-    assert "'temporal'" in one(problems, e, "data.tasks", "unknown task 'temproal'")
+    assert "Did you mean 'temporal'" in one(problems, e, "data.tasks", "'temproal' is not one of chat, mcq")
     one(problems, e, "data.sampler.window", "required by samplers plugin 'window_for_test' but not set")
-    one(problems, e, "model.encoder.depth", "expected int, got 'two'")
+    one(problems, e, "model.encoder.depth", "expected int >= 0, got 'two'")
     assert "'tokens_per_frame'" in one(problems, e, "model.compressor.tokens_per_frme", "has no argument")
     assert "'mlp'" in one(problems, e, "model.projector.name", "unknown projector plugin 'mpl'")
     one(problems, e, "model.token_dropout.mood", "unknown key")
@@ -103,9 +103,9 @@ optim:
     assert "head_weights" in one(problems, e, "loss.head_weight", "unknown key")
     one(problems, e, "loss.spec_weight", "expected float")
     one(problems, e, "optim.freeze", "nothing would train")
-    one(problems, e, "optim.lr.vit", "unknown component")
+    one(problems, e, "optim.lr.vit", "'vit' is not one of encoder")
     one(problems, e, "optim.momentum", "unknown key")
-    one(problems, cl, "data.num_workers", "0 (load in the main process) or more")
+    one(problems, cl, "data.num_workers", "must be at least 0, got -1")
     assert len(problems) >= 20
 
 
@@ -113,7 +113,7 @@ optim:
     (["data.batch_size=0"], "data.batch_size", "at least 1"),
     (["data.eval_batch_size=-2"], "data.eval_batch_size", "at least 1"),
     (["data.max_length=0"], "data.max_length", "at least 1"),
-    (["data.tasks=[mcq,chat,regoin]"], "data.tasks", "unknown task 'regoin'"),
+    (["data.tasks=[mcq,chat,regoin]"], "data.tasks", "item 2: 'regoin' is not one of chat, mcq"),
     (["data.tasks=[]"], "data.tasks", "keeps no record"),
     (["optim.freeze=[encoder,compressor,projector,llm]"], "optim.freeze", "nothing would train"),
     (["model.token_dropout.enabled=true", "model.token_dropout.layers=[1,2]", "model.token_dropout.ratios=[0.5,0.5]"],
@@ -147,6 +147,7 @@ def test_non_string_keys_are_reported_not_crashed_on(tmp_path):
                                      "model: {token_dropout: {5: 1}}\ntrainer: {6: 1}\nloss: {head_weights: {7: 1}}\n")
     problems = problems_of(load_config(exp))
     text = "\n".join(problems)
-    for needle in ("1: unknown section", "data.2: unknown key", "optim.lr.4: unknown component",
-                   "model.token_dropout.5: unknown key", "trainer.6: not an argument", "loss.head_weights.7: no head"):
+    for needle in ("1: unknown section", "data.2: unknown key", "optim.lr.4: 4 is not one of encoder",
+                   "model.token_dropout.5: unknown key", "trainer.6: not an argument",
+                   "loss.head_weights.7: expected str, got 7"):
         assert needle in text, text

@@ -151,7 +151,7 @@ def test_validate_refuses_unsupported_combinations():
         "model.llm.sequence_parallel=2", "distributed.devices=3", "model.token_dropout.enabled=true",
         "data.packing.enabled=true", "model.llm.attn_implementation=eager"])
     assert "model.token_dropout.enabled: token dropout does not work with model.llm.sequence_parallel=2" in text
-    assert "data.packing: cannot be combined with sequence parallelism" in text  # lrc/data/packing.py's check
+    assert "data.packing: cannot be combined with sequence parallelism" in text  # lrc/config/validation.py
     assert "model.llm.attn_implementation: model.llm.sequence_parallel=2 needs one of sdpa" in text
     assert "2 must divide the number of processes, distributed.devices × num_nodes = 3" in text
 

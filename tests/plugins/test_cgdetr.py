@@ -9,6 +9,7 @@ import torch
 
 from lrc.protocols import Head, HeadBatch
 from lrc.registry import HEADS
+from lrc.train.build import instantiate
 from lrc.model.spans import cw_to_se
 from lrc_plugins.heads.cgdetr import CGDETRHead
 
@@ -222,8 +223,9 @@ def test_metrics_by_hand():
 def test_errors_name_the_argument_or_sample():
     with pytest.raises(ValueError, match="divisible by num_heads"):
         CGDETRHead(hidden_size=D, d_model=30, num_heads=4)
-    with pytest.raises(ValueError, match="eos_weight"):
-        CGDETRHead(hidden_size=D, eos_weight=0.0)
+    # eos_weight > 0 is its annotation, checked by the builder
+    with pytest.raises(ValueError, match="eos_weight: must be greater than 0"):
+        instantiate(HEADS, {"name": "cgdetr", "hidden_size": D, "eos_weight": 0.0})
     head = make_head()
     batch = make_batch()
     batch.timestamps[1] = batch.timestamps[1][:-1]

@@ -111,10 +111,11 @@ def test_pooling_exact_count_property(m, clip_len, clips, data):
 
 
 def test_pooling_errors_say_what_to_set():
-    with pytest.raises(ValueError, match="avg, max"):
-        PoolingCompressor(in_dim=4, mode="mean")
-    with pytest.raises(ValueError, match="spatial, spatiotemporal"):
-        PoolingCompressor(in_dim=4, scope="temporal")
+    # choices are the annotations' Literals, checked by the builder (and by lrc validate)
+    with pytest.raises(ValueError, match="'mean' is not one of avg, max"):
+        instantiate(COMPRESSORS, {"name": "pooling", "in_dim": 4, "mode": "mean"})
+    with pytest.raises(ValueError, match="'temporal' is not one of spatial, spatiotemporal"):
+        instantiate(COMPRESSORS, {"name": "pooling", "in_dim": 4, "scope": "temporal"})
     with pytest.raises(ValueError, match="tokens_per_frame <= 4"):
         PoolingCompressor(in_dim=4, clip_len=1, tokens_per_frame=8)(torch.randn(1, 1, 4, 4))
     assert list(PoolingCompressor(in_dim=4).parameters()) == []

@@ -1,7 +1,10 @@
 """Protocol tests run over every registered plugin: registering a plugin gets it tested here.
 
-Each plugin is built with the arguments of the shared vocabulary that its signature accepts; a plugin
-whose required arguments are not in that vocabulary must add a case to EXTRA_ARGS.
+Each built plugin must satisfy its kind's protocol in lrc/protocols.py (``isinstance`` against the
+runtime-checkable ``Protocol``: the members lrc's core uses exist) and the behaviour lrc relies on
+(shapes, counts, order, determinism, gradients); an optional capability, when a plugin has it, is
+tested too. Each plugin is built with the arguments of the shared vocabulary that its signature
+accepts; a plugin whose required arguments are not in that vocabulary must add a case to EXTRA_ARGS.
 """
 
 import inspect
@@ -10,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrc.protocols import HeadBatch
+from lrc.protocols import (LLM, BoxEncodingHead, Compressor, Encoder, Head, HeadBatch, Projector, Sampler,
+                           SequenceParallelLLM, TokenDropoutLLM)
 from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, SAMPLERS
 
 # Small-size arguments, for plugins whose defaults are real-size models.
@@ -39,6 +43,8 @@ def build(registry, name, **shared):
 def test_compressor_exact_count_shape_and_batch_independence(name, frames, clip_len, k):
     torch.manual_seed(0)
     comp = build(COMPRESSORS, name, in_dim=64, frame_tokens=16, clip_len=clip_len, tokens_per_frame=k)
+    assert isinstance(comp, Compressor), "a compressor needs out_dim, tokens_per_frame, clip_len and forward"
+    assert isinstance(comp, torch.nn.Module)
     if "tokens_per_frame" in inspect.signature(type(comp)).parameters:
         assert comp.tokens_per_frame == k
     x = torch.randn(3, frames, 16, 64)
@@ -67,9 +73,21 @@ def test_compressor_rejects_frames_not_multiple_of_clip(name):
         comp(torch.randn(1, 6, 16, 64))
 
 
+@pytest.mark.parametrize("name", COMPRESSORS.names())
+def test_compressor_refuses_tokens_of_the_wrong_rank_or_width(name):
+    """lrc's own compressors say it through lrc.protocols.check_clip_tokens."""
+    comp = build(COMPRESSORS, name, in_dim=64, frame_tokens=16, clip_len=4, tokens_per_frame=4)
+    with pytest.raises(ValueError, match=name):
+        comp(torch.randn(4, 16, 64))
+    with pytest.raises(ValueError, match=name):
+        comp(torch.randn(1, 4, 16, 48))
+
+
 @pytest.mark.parametrize("name", ENCODERS.names())
 def test_encoder_protocol(name):
     enc = build(ENCODERS, name)
+    assert isinstance(enc, Encoder), "an encoder needs out_dim, num_tokens, image_size, mean, std and forward"
+    assert isinstance(enc, torch.nn.Module)
     x = torch.randn(2, 3, enc.image_size, enc.image_size)
     out = enc(x)
     assert out.shape == (2, enc.num_tokens, enc.out_dim)
@@ -79,28 +97,74 @@ def test_encoder_protocol(name):
 @pytest.mark.parametrize("name", PROJECTORS.names())
 def test_projector_protocol(name):
     proj = build(PROJECTORS, name, in_dim=48, out_dim=32)
+    assert isinstance(proj, Projector) and isinstance(proj, torch.nn.Module)
     assert proj(torch.randn(5, 48)).shape == (5, 32) and proj.out_dim == 32
+    assert proj(torch.randn(2, 3, 48)).shape == (2, 3, 32)
 
 
 @pytest.mark.parametrize("name", LLMS.names())
 def test_llm_protocol(name):
     llm = build(LLMS, name, vocab_size=50)
+    assert isinstance(llm, LLM), "an LLM needs hidden_size, embed and forward"
+    assert isinstance(llm, torch.nn.Module)
     ids = torch.randint(0, 50, (2, 7))
     emb = llm.embed(ids)
     assert emb.shape == (2, 7, llm.hidden_size)
-    assert llm(inputs_embeds=emb, attention_mask=torch.ones(2, 7, dtype=torch.long)).logits.shape == (2, 7, 50)
+    out = llm(inputs_embeds=emb, attention_mask=torch.ones(2, 7, dtype=torch.long), output_hidden_states=True)
+    assert out.logits.shape == (2, 7, 50)
+    assert out.hidden_states[-1].shape == (2, 7, llm.hidden_size), "TPO's heads read the last layer's hidden states"
+
+
+@pytest.mark.parametrize("name", LLMS.names())
+def test_llm_packed_row_attends_within_each_sample(name):
+    """data.packing: samples share one row, position_ids restart per sample and there is no mask."""
+    torch.manual_seed(0)
+    llm = build(LLMS, name, vocab_size=50).eval()
+    a, b = llm.embed(torch.randint(0, 50, (1, 5))), llm.embed(torch.randint(0, 50, (1, 3)))
+    with torch.no_grad():
+        row = llm(inputs_embeds=torch.cat([a, b], dim=1), attention_mask=None,
+                  position_ids=torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]])).logits
+        alone = [llm(inputs_embeds=x, attention_mask=torch.ones(1, x.shape[1], dtype=torch.long)).logits for x in (a, b)]
+    torch.testing.assert_close(row[:, :5], alone[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(row[:, 5:], alone[1], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", LLMS.names())
+def test_llm_optional_capabilities_keep_their_protocols(name):
+    """Token dropout and sequence parallelism are optional; an LLM that offers them keeps their shapes."""
+    from lrc.model.token_dropout import TokenDropout
+
+    llm = build(LLMS, name, vocab_size=50).eval()
+    if hasattr(llm, "sequence_parallel"):
+        assert isinstance(llm, SequenceParallelLLM) and llm.sequence_parallel == 1
+    if not hasattr(llm, "forward_with_token_dropout"):
+        pytest.skip(f"llm plugin {name!r} does not offer token dropout")
+    assert isinstance(llm, TokenDropoutLLM)
+    ids = torch.randint(0, 50, (2, 8))
+    visual = torch.zeros(2, 8, dtype=torch.bool)
+    visual[:, 2:6] = True
+    with torch.no_grad():
+        out = llm.forward_with_token_dropout(llm.embed(ids), torch.ones(2, 8, dtype=torch.long), visual,
+                                             TokenDropout(layers=[0], ratios=[0.5], mode="uniform"))
+    assert out.logits.shape[:2] == out.kept.shape == out.hidden.shape[:2] and out.logits.shape[2] == 50
+    assert out.hidden.shape[2] == llm.hidden_size
+    assert out.kept.shape[1] < 8, "half the visual tokens are dropped before layer 0"
 
 
 @pytest.mark.parametrize("name", SAMPLERS.names())
 @pytest.mark.parametrize("video_frames,fps", [(1, 1.0), (7, 3.0), (300, 30.0), (9000, 15.0)])
 def test_sampler_protocol(name, video_frames, fps):
     sampler = build(SAMPLERS, name, num_frames=8)
+    assert isinstance(sampler, Sampler)
     idx, ts = sampler(video_frames, fps, video_frames / fps)
     idx, ts = np.asarray(idx), np.asarray(ts)
     assert idx.dtype.kind == "i" and len(idx) == len(ts) > 0
     assert idx.min() >= 0 and idx.max() < video_frames
     assert np.all(np.diff(idx) >= 0)
     assert np.allclose(ts, idx / fps)
+    # the data module calls a sampler again to count a sample's tokens, and caches frames by video
+    again = sampler(video_frames, fps, video_frames / fps)
+    assert np.array_equal(np.asarray(again[0]), idx) and np.array_equal(np.asarray(again[1]), ts)
 
 
 @pytest.mark.parametrize("name", COMPRESSORS.names())
@@ -113,6 +177,15 @@ def test_compressor_is_clip_local(name):
     whole = comp(x)
     parts = torch.cat([comp(x[:, s:s + 2 * clip]) for s in range(0, 8, 2 * clip)], dim=1)
     assert torch.allclose(whole, parts, atol=1e-5)
+
+
+def test_the_protocols_tell_kinds_apart():
+    """isinstance checks members, so a module of another kind (or none) does not pass for a plugin."""
+    plain = torch.nn.Linear(4, 4)
+    assert not any(isinstance(plain, p) for p in (Encoder, Compressor, Projector, LLM, Head))
+    proj = build(PROJECTORS, PROJECTORS.names()[0], in_dim=8, out_dim=8)
+    assert not isinstance(proj, Compressor) and not isinstance(proj, Encoder)
+    assert isinstance(lambda video_frames, fps, duration=None: None, Sampler)  # any callable: shapes are tested
 
 
 def _head_targets(task, frames, size):
@@ -137,8 +210,12 @@ def test_head_protocol(name):
     the loss is finite and its gradient reaches the task hidden state (the LLM learns through it)."""
     torch.manual_seed(0)
     head = build(HEADS, name, hidden_size=32, **HEAD_ARGS)
+    assert isinstance(head, Head) and isinstance(head, torch.nn.Module)
     for attr in ("task", "task_token", "begin_token"):
         assert isinstance(getattr(type(head), attr), str)
+    if hasattr(head, "encode_box"):  # optional: the head reads <region> boxes too
+        assert isinstance(head, BoxEncodingHead)
+        assert head.encode_box(torch.rand(3, 4)).shape == (3, 32)
     size, lengths = 32, (4, 6)
     hidden = torch.randn(2, 32, requires_grad=True)
     batch = HeadBatch(

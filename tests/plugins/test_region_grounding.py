@@ -6,6 +6,7 @@ import torch
 
 from lrc.protocols import HeadBatch
 from lrc.registry import HEADS
+from lrc.train.build import instantiate
 
 SIZE, FRAMES = 32, 3
 COLOURS = torch.tensor([[1.0, 0.1, 0.1], [0.1, 0.1, 1.0]])  # red, blue
@@ -74,8 +75,8 @@ def test_attention_and_boxes_find_the_named_object_in_the_named_frame():
 @pytest.mark.parametrize("args,match", [({"image_size": 30}, "multiple of 8"), ({"attention_weight": -1.0}, "attention_weight"),
                                         ({"d_model": 0}, "d_model")])
 def test_bad_arguments_say_which(args, match):
-    with pytest.raises(ValueError, match=match):
-        HEADS.get("region_grounding")(hidden_size=16, **args)
+    with pytest.raises(ValueError, match=match):  # ranges: the annotations, checked by the builder
+        instantiate(HEADS, {"name": "region_grounding", "hidden_size": 16, **args})
 
 
 def test_more_frames_than_max_frames_is_a_clear_error():

@@ -6,6 +6,7 @@ import torch
 from lrc.weights.checkpoints import CheckpointError
 from lrc.protocols import Head, HeadBatch
 from lrc.registry import HEADS
+from lrc.train.build import instantiate
 
 HIDDEN = 32
 IMAGE_SIZE = 128  # SAM2 runs at 1024; 128 is the smallest size with room for its 5 stride-2 stages
@@ -328,9 +329,11 @@ def test_per_frame_mode_learns_to_segment_the_named_object_in_every_frame():
 
 
 def test_bad_box_source_and_propagation_say_what_to_do():
-    with pytest.raises(ValueError, match="box_source must be one of hidden, frames"):
-        make_head(box_source="pixels")
-    with pytest.raises(ValueError, match="propagation must be one of video, per_frame"):
-        make_head(propagation="memory")
+    # choices are the annotations' Literals, checked by the builder (and by lrc validate) before building
+    args = {"name": "sam2_mask", "hidden_size": HIDDEN, "image_size": IMAGE_SIZE, "adapter_hidden": 64}
+    with pytest.raises(ValueError, match="box_source: 'pixels' is not one of hidden, frames"):
+        instantiate(HEADS, {**args, "box_source": "pixels"})
+    with pytest.raises(ValueError, match="propagation: 'memory' is not one of video, per_frame"):
+        instantiate(HEADS, {**args, "propagation": "memory"})
     with pytest.raises(ValueError, match="set box_source: frames"):
         make_head(propagation="per_frame")

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from lrc.registry import COMPRESSORS
+from lrc.train.build import instantiate
 from lrc_plugins.compressors.tome import ToMeCompressor, merge_schedule
 
 
-# -- a deliberately naive re-statement of REFERENCE.md, one token at a time -------------------------
+# -- a deliberately naive re-statement of the released merge, one token at a time -------------------------
 def naive_merge(tokens: torch.Tensor, target: int, head_dim: int) -> tuple[torch.Tensor, list[int]]:
     """One clip ``[p, D]`` → ``([target, D]`` in reference order, smallest original index per token)``."""
     values = [v.double() for v in tokens]
@@ -254,8 +255,9 @@ def test_bfloat16_in_bfloat16_out():
     ],
 )
 def test_constructor_errors(kwargs, message):
+    # types and ranges are checked by the builder against the annotations (lrc.constraints), the rest by tome
     with pytest.raises(ValueError, match=message):
-        ToMeCompressor(**kwargs)
+        instantiate(COMPRESSORS, {"name": "tome", **kwargs})
 
 
 def test_forward_errors():

@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lrc.registry import SAMPLERS
+from lrc.train.build import instantiate
 from lrc_plugins.samplers.uniform import UniformSampler
 
 video_frames = st.integers(min_value=1, max_value=20_000)
@@ -91,8 +92,9 @@ def test_registered_and_attributes():
     ],
 )
 def test_constructor_errors(kwargs, message):
+    # types and ranges are checked by the builder against the annotations (lrc.constraints), the rest by the sampler
     with pytest.raises(ValueError, match=message):
-        UniformSampler(**kwargs)
+        instantiate(SAMPLERS, {"name": "uniform", **kwargs})
 
 
 @pytest.mark.parametrize(

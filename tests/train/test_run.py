@@ -70,8 +70,10 @@ def test_a_plugin_value_refused_when_building_is_a_config_error(tiny_overrides, 
     """tome's head_dim must divide the encoder's width, which validation cannot know: exit 2 (a crash would raise)."""
     code = main(["fit", str(DEMO), *tiny_overrides, "model.compressor.head_dim=48"])
     assert code == 2
-    assert "compressors plugin 'tome' could not be built: tome: in_dim (64) is not divisible by head_dim (48)" \
-        in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "compressors plugin 'tome' (lrc_plugins.compressors.tome:ToMeCompressor, package lrc " in err
+    assert "could not be built: tome: in_dim (64) is not divisible by head_dim (48)" in err
+    assert "Traceback" not in err
 
 
 def test_test_refuses_a_pickle_payload_checkpoint(tiny_overrides, tmp_path, capsys):
@@ -87,3 +89,19 @@ def test_test_refuses_a_pickle_payload_checkpoint(tiny_overrides, tmp_path, caps
     captured = capsys.readouterr()
     assert code == 2 and "pwned" not in captured.out
     assert "weights_only" in captured.err
+
+
+def test_test_checks_its_inputs_before_making_a_run_dir(tiny_overrides, tmp_path, capsys):
+    """A bad config, a missing checkpoint or a checkpoint of another model: exit 2 and no run dir left behind."""
+    import torch
+
+    out = tmp_path / "eval"
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"model.encoder.not_this_model": torch.zeros(2)}}, other)
+    cases = {"1 config problem": (other, ["data.batchsize=4"]),
+             "nope.ckpt does not exist": (tmp_path / "nope.ckpt", []),
+             "does not match this config's model": (other, [])}
+    for message, (ckpt, extra) in cases.items():
+        assert main(["test", str(DEMO), "--ckpt", str(ckpt), "--out", str(out), *tiny_overrides, *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() and not (tmp_path / "runs").exists()

@@ -113,7 +113,8 @@ def test_init_config_is_validated(tiny_overrides, tmp_path):
                                                      "model.init.components=[vit]", "model.init.pth=x"]))
     text = str(err.value)
     for needle in ("model.init.path: ", "does not exist", "model.init.layout: 'hf' is not one of",
-                   "model.init.components: unknown component 'vit'", "model.init.pth: unknown key; did you mean 'path'"):
+                   "model.init.components: item 0: 'vit' is not one of encoder",
+                   "model.init.pth: unknown key. Did you mean 'path'"):
         assert needle in text, text
 
 

@@ -10,7 +10,7 @@ writes
     data/synth/meta.json                       seed, counts, generator version
 
 so the whole pipeline (decode -> sample -> encode -> compress -> LLM -> score) runs offline on a CPU
-with no download (DESIGN.md, "Data"). Each video shows 1-3 large shapes of distinct colours on a dark
+with no download (docs/data.md). Each video shows 1-3 large shapes of distinct colours on a dark
 background, all moving monotonically in one direction across the frame, so that four questions have
 one right answer a tiny model can learn from a few sampled frames:
 
@@ -40,15 +40,17 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lrc.data.synth.scenes import (ANSWER_STYLES, DIRECTIONS, PALETTE, SHAPES, AnswerDeck, encode_video, mcq, render,
+from lrc.config.schema import ANSWER_STYLES, SYNTH_TASKS, DataConfig
+from lrc.data.synth.scenes import (DIRECTIONS, PALETTE, SHAPES, AnswerDeck, encode_video, mcq, render,
                                   render_with_labels, video_codec, video_spec)
 
 GENERATOR_VERSION = "lrc.data.synth/1"
 
 QUESTION_TYPES = ("colour", "shape", "direction", "count")
 
-# TPO tasks (paper §3.2) the corpus can carry besides the MCQs; docs/data.md shows a record of each.
-TASKS = ("mcq", "temporal", "region", "mask", "preference", "needle")  # needle: lrc/data/synth/needle.py
+# TPO tasks (paper §3.2) the corpus can carry besides the MCQs (docs/data.md shows a record of each;
+# needle: lrc/data/synth/needle.py), as data.synth_tasks names them
+TASKS = SYNTH_TASKS
 # lrc adds these to a real model's tokenizer when TPO heads are configured (lrc/data/prompt.py); a corpus
 # tokenizer that has them already keeps the demo model's vocabulary fixed.
 TASK_TOKENS = ("<temp>", "<box>", "<track>", "<region>", "<temp_begin>", "<box_begin>", "<track_begin>")
@@ -77,7 +79,7 @@ PRE_TOKENIZER_PATTERN = r" ?[A-Za-z]+| ?[0-9]| ?[^\sA-Za-z0-9]|\s"
 
 
 def _questions(spec: dict[str, Any], rng: np.random.Generator, deck: AnswerDeck,
-               answer_style: str = "letter") -> dict[str, tuple[str, list[str], str]]:
+               answer_style: str = DataConfig.synth_answer_style) -> dict[str, tuple[str, list[str], str]]:
     """The four MCQs of one video: question type -> (human text, option letters, answer letter)."""
     objects = spec["objects"]
     shapes = [o["shape"] for o in objects]
@@ -223,9 +225,9 @@ def synthesize(
     size: int = 64,
     min_seconds: float = 3.0,
     max_seconds: float = 180.0,
-    answer_style: str = "letter",
-    multi_turn_train: bool = False,
-    tasks: Sequence[str] | str = ("mcq",),
+    answer_style: str = DataConfig.synth_answer_style,
+    multi_turn_train: bool = DataConfig.synth_multi_turn_train,
+    tasks: Sequence[str] | str = tuple(DataConfig().synth_tasks),
 ) -> dict[str, Any]:
     """Write the synthetic corpus into ``out_dir``; returns ``{"videos", "train", "val", "out_dir"}``.
 

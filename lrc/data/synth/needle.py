@@ -93,18 +93,27 @@ def check_haystack(num_frames: int, needle_frames: int, depth: float, hops: int)
 def write_haystack(path: Path, num_frames: int, depth: float, hops: int, needle_frames: int, seed: int, q: int,
                    size: int, answer_style: str, deck: AnswerDeck, codec: str | None = None) -> dict[str, Any]:
     """Write one haystack video (unless ``path`` exists: it depends only on the arguments) and return its
-    question: ``{conversations, options, answer, question_type, needle}``. The needle's shapes, colours
-    and the second needle's position come from stream ``(seed, 501, q, hops)``, so a question keeps its
-    needles across frame counts and depths."""
+    question: ``{conversations, options, answer, question_type, needle}`` (:func:`haystack_question`)."""
+    question, needles = haystack_question(num_frames, depth, hops, needle_frames, seed, q, size, answer_style, deck)
+    if not path.exists():
+        starts = [s for s, _ in question["needle"]["frames"]]
+        encode_video(_interleave(num_frames, needle_frames, starts, needles, haystack_stream(seed, q, size)),
+                     path, 1, size, codec or video_codec())
+    return question
+
+
+def haystack_question(num_frames: int, depth: float, hops: int, needle_frames: int, seed: int, q: int, size: int,
+                      answer_style: str, deck: AnswerDeck) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Haystack ``q``'s question and its needle frames, without rendering or writing the haystack (so its
+    words can be checked before any video is written). The needle's shapes, colours and the second
+    needle's position come from stream ``(seed, 501, q, hops)``, so a question keeps its needles across
+    frame counts and depths; the haystack's scenes come from streams of their own (:func:`haystack_stream`)."""
     check_haystack(num_frames, needle_frames, depth, hops)
     rng = np.random.default_rng([seed, 501, q, hops])
     colours = [str(c) for c in rng.choice(list(PALETTE), size=hops, replace=False)]
     shapes = [str(s) for s in rng.choice(SHAPES, size=hops)]
     needles = [needle_frame(s, c, size, rng) for s, c in zip(shapes, colours)]
     starts = needle_starts(num_frames, needle_frames, depth, hops, rng)
-    if not path.exists():
-        encode_video(_interleave(num_frames, needle_frames, starts, needles, haystack_stream(seed, q, size)),
-                path, 1, size, codec or video_codec())
     first = colours[int(np.argmin(starts))]
     if hops == 1:
         question, wrong = SINGLE_QUESTION, [c for c in PALETTE if c != colours[0]]
@@ -117,7 +126,7 @@ def write_haystack(path: Path, num_frames: int, depth: float, hops: int, needle_
     return {"conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
             "options": options, "answer": answer, "question_type": QUESTION_TYPES[hops],
             "needle": {"depth": depth, "hops": hops, "frames": [[s, s + needle_frames] for s in starts],
-                       "colours": colours, "shapes": shapes, "haystack_frames": num_frames}}
+                       "colours": colours, "shapes": shapes, "haystack_frames": num_frames}}, needles
 
 
 def _interleave(num_frames: int, needle_frames: int, starts: Sequence[int], needles: Sequence[np.ndarray],
@@ -169,11 +178,10 @@ def grid_cell(root: Path, num_frames: int, depth: float, hops: int, questions: i
         return cell
     (folder / "videos").mkdir(parents=True, exist_ok=True)
     cell.parent.mkdir(parents=True, exist_ok=True)
-    # one answer deck per cell: each cell's answers cover the option positions evenly
-    deck = AnswerDeck(np.random.default_rng([seed, 505, num_frames, hops, int(round(depth * 1000))]))
+    deck = _cell_deck(num_frames, depth, hops, seed)
     lines = []
     for q in range(questions):
-        name = f"n{num_frames}-d{depth:g}-h{hops}-q{q}"
+        name = _video_name(num_frames, depth, hops, q)
         question = write_haystack(folder / "videos" / f"{name}.mp4", num_frames, depth, hops, needle_frames,
                                   seed, q, size, answer_style, deck)
         lines.append(json.dumps(record(name, f"../videos/{name}.mp4", num_frames, question)))
@@ -181,3 +189,23 @@ def grid_cell(root: Path, num_frames: int, depth: float, hops: int, questions: i
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, cell)
     return cell
+
+
+def grid_questions(num_frames: int, depth: float, hops: int, questions: int, needle_frames: int, seed: int,
+                   size: int, answer_style: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(record id, question)`` of each question of one evaluation cell, the same as :func:`grid_cell`
+    writes, without rendering or writing a video: ``lrc niah`` checks their words against the model's
+    vocabulary before any haystack is written."""
+    deck = _cell_deck(num_frames, depth, hops, seed)
+    return [(_video_name(num_frames, depth, hops, q),
+             haystack_question(num_frames, depth, hops, needle_frames, seed, q, size, answer_style, deck)[0])
+            for q in range(questions)]
+
+
+def _cell_deck(num_frames: int, depth: float, hops: int, seed: int) -> AnswerDeck:
+    """One answer deck per cell: each cell's answers cover the option positions evenly."""
+    return AnswerDeck(np.random.default_rng([seed, 505, num_frames, hops, int(round(depth * 1000))]))
+
+
+def _video_name(num_frames: int, depth: float, hops: int, q: int) -> str:
+    return f"n{num_frames}-d{depth:g}-h{hops}-q{q}"

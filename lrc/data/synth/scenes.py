@@ -32,7 +32,6 @@ FPS_CHOICES = (4, 6, 8, 10, 15)
 LETTERS = string.ascii_uppercase
 ANSWER_SUFFIX = "Answer with the option's letter from the given choices directly."
 TEXT_ANSWER_SUFFIX = "Answer with one of the options."
-ANSWER_STYLES = ("letter", "text")
 
 # ---------------------------------------------------------------------------------------------------
 # One video: what is in it
@@ -202,7 +201,7 @@ class AnswerDeck:
 
 
 def mcq(question: str, correct: str, distractors: list[str], position: int,
-         rng: np.random.Generator, answer_style: str = "letter") -> tuple[str, list[str], str]:
+         rng: np.random.Generator, answer_style: str) -> tuple[str, list[str], str]:
     """Human prompt text, options and the answer, with the answer at ``position``.
 
     ``letter`` (benchmark style): options listed as "(A) red" lines, answered with the letter.
