@@ -1,7 +1,25 @@
 """Batches from samples: right-padded rows, every sample's frames concatenated along time.
 
-A sample the dataset could not use arrives as a skip marker (``{"skipped": Skipped}``); collate drops it
-from the batch and passes the marker on under ``batch["skipped"]`` so the training module counts it.
+A batch is the one contract between the data layer and the model (docs/design.md): the model reads
+these keys and nothing else of the data pipeline. For B usable samples with frame counts T_i:
+
+    size                 B
+    skipped              skip markers of the samples dropped from this batch (unreadable video, bad prompt)
+    input_ids, labels    long [B, L], right-padded (labels -100 outside the answers)
+    attention_mask       long [B, L]
+    pixel_values         float [ΣT_i, 3, S, S], normalised with the encoder's mean/std
+    frames_per_sample    [T_1 ... T_B];  timestamps: B × float [T_i] seconds;  durations: float [B] seconds
+    ids, question_type, task      per-sample strings
+    answer_start         long [B], where each sample's first answer begins
+    option_ids, answer_index      MCQ scoring: option token ids, the correct option (-1: not an MCQ)
+    query_positions      token positions of each question (token dropout's attention queries)
+    targets, input_boxes TPO: per-sample head targets ({} without a head), <region> input boxes (or None)
+    preference_rows, chosen_labels, rejected_*    DPO pairs, only when the batch has preference records
+
+A packed batch (lrc/data/packing.py) is one row ``[1, N]`` with ``position_ids`` restarting per sample and
+``sample_start``/``sample_length`` instead of an attention mask. A sample the dataset could not use arrives
+here as a skip marker (``{"skipped": Skipped}``); collate drops it and passes the marker on under
+``batch["skipped"]`` so the training module counts it.
 """
 
 from __future__ import annotations
