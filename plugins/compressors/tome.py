@@ -28,9 +28,15 @@ tokens sorted by that index. Output token ``i`` of a clip then comes roughly fro
 trained with it, or for ablation).
 
 Other small differences, for robustness only: ties are broken deterministically (first best B
-token; a stable sort over scores, so the earlier A token wins), the metric and the merge weights are
-computed in (at least) float32 whatever the input dtype, and an all-zero token gets a zero metric instead of
-NaN.
+token; a stable sort over scores, so the earlier A token wins), the similarity metric is accumulated
+and compared in float32 whatever the input dtype (it is ``head_dim`` wide, so this costs little), and an
+all-zero token gets a zero metric instead of NaN.
+
+Precision of the merge itself. The size-weighted sums run in the input dtype, as in the reference, for
+float32, float64 and bfloat16: bfloat16 has float32's range and the sizes (whole numbers up to the clip's
+token count) are exact in it, so the merge costs no float32 copy of the clip (the reference's memory, a
+small multiple of the input) and differs from the float32 path by bfloat16 rounding only. float16 has a
+narrow range (a sum of sizes × values can overflow past 65504), so its sums run in float32.
 """
 
 from __future__ import annotations
@@ -74,10 +80,11 @@ def _bipartite_merge_step(
     in the reference order ``[unmerged A by descending score, then B]``.
     """
     n, p, d = x.shape
-    acc = torch.promote_types(x.dtype, torch.float32)  # at least float32, whatever the input dtype
-    # Matching: discrete, so no gradient (as in the reference).
+    # Matching: discrete, so no gradient (as in the reference). The group mean accumulates in (at least)
+    # float32 straight from x, without a float32 copy of x.
     with torch.no_grad():
-        metric = x.detach().to(acc).reshape(n, p, d // head_dim, head_dim).mean(dim=2)
+        metric_dtype = torch.promote_types(x.dtype, torch.float32)
+        metric = x.detach().reshape(n, p, d // head_dim, head_dim).mean(dim=2, dtype=metric_dtype)
         metric = F.normalize(metric, dim=-1)
         scores = metric[:, ::2] @ metric[:, 1::2].transpose(-1, -2)  # [N, |A|, |B|] cosine similarity
         best_b = scores.argmax(dim=-1)  # first maximum on ties
@@ -90,9 +97,10 @@ def _bipartite_merge_step(
     def pick(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return t.gather(1, idx[..., None].expand(-1, -1, t.shape[-1]))
 
-    # Size-weighted mean: sum (value × size) into the partner, sum the sizes, divide. Done in >= float32
-    # so repeated averaging of bf16 tokens does not drift; stored back in the input dtype.
-    weighted = x.to(acc) * size
+    # Size-weighted mean: sum (value × size) into the partner, sum the sizes, divide (module docstring:
+    # in the input dtype except float16). Sizes stay float32 between steps.
+    acc = torch.float32 if x.dtype == torch.float16 else x.dtype
+    weighted = x.to(acc) * size.to(acc)
     a_w, b_w = weighted[:, ::2], weighted[:, 1::2]
     a_s, b_s = size[:, ::2], size[:, 1::2]
     b_w = b_w.scatter_add(1, dst[..., None].expand(-1, -1, d), pick(a_w, src))
@@ -103,7 +111,7 @@ def _bipartite_merge_step(
     a_o, b_o = origin[:, ::2], origin[:, 1::2]
     b_o = b_o.scatter_reduce(1, dst, a_o.gather(1, src), reduce="amin")
     new_origin = torch.cat([a_o.gather(1, unm), b_o], dim=1)
-    return (new_w / new_size).to(x.dtype), new_size, new_origin
+    return new_w.div_(new_size.to(acc)).to(x.dtype), new_size, new_origin  # in place: new_w is this step's own
 
 
 @COMPRESSORS.register("tome")

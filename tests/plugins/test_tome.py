@@ -270,3 +270,33 @@ def test_forward_errors():
         comp(torch.randn(1, 4, 4, 16))
     with pytest.raises(ValueError, match=r"\[B, T, M, D\]"):
         comp(torch.randn(4, 4, 8))
+
+
+# -- precision: the merge runs in the input dtype where that is safe ------------------------------------------
+def _tome(dim: int, frame_tokens: int, **kw):
+    return instantiate(COMPRESSORS, {"name": "tome", **kw}, in_dim=dim, frame_tokens=frame_tokens)
+
+
+@pytest.mark.parametrize("frame_tokens, tokens_per_frame", [(16, 8), (64, 40)])
+def test_bfloat16_merge_matches_float32_up_to_bfloat16_rounding(frame_tokens, tokens_per_frame):
+    """bf16 sums (as the released merge does them) differ from the float32 path by bf16 rounding only: the
+    metric is float32 either way and the sizes are exact in bf16. Checked on one merge step (a clip of
+    4 × 16 → 4 × 8, 4 × 64 → 4 × 40), where both paths must pick the same pairs; over several steps a
+    rounded average can flip a near-tie in a later step's matching, on random tokens as in the reference."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, frame_tokens, 256).to(torch.bfloat16)
+    tome = _tome(256, frame_tokens, clip_len=4, tokens_per_frame=tokens_per_frame, head_dim=64)
+    assert len(merge_schedule(4 * frame_tokens, 4 * tokens_per_frame)) == 1
+    out16, out32 = tome(x), tome(x.float())
+    assert out16.dtype == torch.bfloat16 and out16.shape == out32.shape == (2, 8 * tokens_per_frame, 256)
+    torch.testing.assert_close(out16.float(), out32, rtol=2 ** -7, atol=2 ** -7)
+
+
+def test_float16_sums_run_in_float32_so_large_values_do_not_overflow():
+    """size × value can pass float16's 65504 (16 tokens of 5000 each); the merge must stay finite and right."""
+    torch.manual_seed(0)
+    x = (torch.randn(1, 4, 64, 64) * 500 + 5000).to(torch.float16)
+    tome = _tome(64, 64, clip_len=4, tokens_per_frame=4, head_dim=64)
+    out16 = tome(x)
+    assert out16.dtype == torch.float16 and torch.isfinite(out16).all()
+    torch.testing.assert_close(out16.float(), tome(x.float()), rtol=2 ** -9, atol=4.0)
