@@ -207,3 +207,130 @@ def test_auto_map_only_model_fails_clearly_without_running_code(tmp_path):
     assert "trust_remote_code" in str(err.value)
     assert not marker.exists()
     assert not any("evil_modeling" in m for m in sys.modules)
+
+
+# -- SAM2 configs are files too: they may name SAM2's classes and nothing else ------------------------
+SAM2_T = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+def _sam2_yaml(tmp_path: Path, payload: dict, where: str = "memory_encoder") -> Path:
+    """sam2.1_hiera_t.yaml with ``payload`` put into the model node at ``where``."""
+    from omegaconf import OmegaConf
+
+    from lrc_plugins.heads.sam2_mask import resolve_sam2_config
+
+    cfg = OmegaConf.load(resolve_sam2_config(SAM2_T))
+    OmegaConf.update(cfg, f"model.{where}", payload, force_add=True, merge=False)
+    path = tmp_path / "sam2_attack.yaml"
+    path.write_text(OmegaConf.to_yaml(cfg))
+    return path
+
+
+def _pickle_bomb(tmp_path: Path, marker: Path) -> Path:
+    bomb = tmp_path / "weights.pt"
+    torch.save({"x": _Payload(marker)}, bomb)  # unpickling it would create the marker
+    return bomb
+
+
+@pytest.mark.parametrize("attack", ["touch", "open", "copy", "torch_load", "nested_list", "partial", "call"])
+def test_a_sam2_config_cannot_call_anything_but_sam2_classes(tmp_path, attack):
+    """Before issue 15 the SAM2 YAML went to hydra's instantiate, which calls any _target_ it names (it blocks
+    os.system and exec, not these): each payload below created the marker file."""
+    from lrc.registry import HEADS
+    from lrc_plugins.heads.sam2_mask import SAM2ConfigError, build_sam2
+
+    marker = tmp_path / "PWNED"
+    payload = {
+        "touch": {"_target_": "pathlib.Path.touch", "self": str(marker)},
+        "open": {"_target_": "builtins.open", "file": str(marker), "mode": "w"},
+        "copy": {"_target_": "shutil.copy", "src": str(DEMO), "dst": str(marker)},
+        "torch_load": {"_target_": "torch.load", "f": str(_pickle_bomb(tmp_path, marker)), "weights_only": False},
+        "nested_list": {"_target_": "sam2.modeling.memory_encoder.Fuser", "num_layers": 2,
+                        "layer": [{"_target_": "pathlib.Path.touch", "self": str(marker)}]},
+        "partial": {"_target_": "sam2.modeling.memory_encoder.MaskDownSampler", "_partial_": True},
+        "call": {"_target_": "sam2.modeling.memory_encoder.MaskDownSampler", "_args_": [str(marker)]},
+    }[attack]
+    path = _sam2_yaml(tmp_path, payload)
+    with pytest.raises(SAM2ConfigError) as err:
+        build_sam2(str(path), image_size=128)
+    assert str(path) in str(err.value)
+    assert ("is not one of the SAM2 classes" if attack not in ("partial", "call") else "hydra directives") in str(err.value)
+    assert not marker.exists()
+    # through the head plugin, as a config naming it builds it: an input error (exit 2), nothing run
+    with pytest.raises(SAM2ConfigError):
+        HEADS.get("sam2_mask")(hidden_size=32, config=str(path), image_size=128)
+    assert not marker.exists()
+
+
+def test_sam2_model_configs_packaged_with_sam2_still_build():
+    from lrc_plugins.heads.sam2_mask import SAM2_CLASSES, build_sam2, packaged_config_names
+
+    models = [n for n in packaged_config_names() if "training" not in n]
+    assert len(models) == 8
+    for name in models:
+        text = (Path(__import__("sam2").__file__).parent / name).read_text()
+        targets = {line.split("_target_:")[1].strip() for line in text.splitlines() if "_target_:" in line}
+        assert targets <= SAM2_CLASSES, name
+    assert type(build_sam2(SAM2_T, image_size=128)).__name__ == "SAM2VideoPredictor"
+
+
+# -- model and tokenizer folders: refused with lrc's message (exit 2), never a traceback -------------
+def _tiny_tokenizer(folder: Path, corpus: Path) -> Path:
+    import shutil
+
+    shutil.copytree(corpus / "tokenizer", folder)
+    return folder
+
+
+def test_a_tokenizer_folder_that_is_code_is_refused_before_anything_runs(tmp_path, corpus, capsys, tiny_overrides):
+    from lrc.cli import main
+
+    marker = tmp_path / "PWNED"
+    folder = _tiny_tokenizer(tmp_path / "tok", corpus)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(auto_map={"AutoTokenizer": ["evil_tok.EvilTok", None]}, tokenizer_class="EvilTok")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "evil_tok.py").write_text(f"open({str(marker)!r}, 'w')\nfrom transformers import "
+                                        "PreTrainedTokenizerFast\nclass EvilTok(PreTrainedTokenizerFast):\n    pass\n")
+    run = tmp_path / "run"
+    assert main(["fit", str(DEMO), "--out", str(run), *tiny_overrides, f"data.tokenizer={folder}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"tokenizer folder {folder}: tokenizer_config.json has auto_map" in err
+    assert "lrc never runs code from a model folder" in err
+    assert not marker.exists() and not any("evil_tok" in m for m in sys.modules)
+    # the failed start never reached training: the same --out is free for the next try
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_a_pickled_weights_file_in_an_llm_folder_is_refused_with_lrcs_message(tmp_path, corpus, capsys,
+                                                                               tiny_overrides):
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from lrc.cli import main
+
+    marker = tmp_path / "PWNED"
+    folder = tmp_path / "llm"
+    cfg = Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048)
+    Qwen2ForCausalLM(cfg).save_pretrained(folder)
+    state = dict(load_file(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "extra": _Payload(marker)}, folder / "pytorch_model.bin")
+    args = ["fit", str(DEMO), "--out", str(tmp_path / "run"), *tiny_overrides, "model.llm.config=null",
+            f"model.llm.pretrained={folder}", f"data.tokenizer={corpus / 'tokenizer'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"hf_causal_lm: refused to load the weights of {folder}" in err
+    assert "weights_only set to `False`" not in err  # torch's advice to unpickle anyway is not passed on
+    assert not marker.exists()
+
+
+def test_a_yaml_tag_in_a_command_line_override_is_an_input_error(tmp_path, payload, capsys):
+    from lrc.cli import main
+
+    for command in (["validate", str(DEMO)], ["fit", str(DEMO), "--out", str(tmp_path / "run")]):
+        assert main([*command, f"run.name=!!python/object/apply:{PAYLOAD_MODULE}.run []"]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "error:" in err
+    assert not payload.exists() and PAYLOAD_MODULE not in sys.modules

@@ -139,6 +139,9 @@ def export(source: str | Path, out: str | Path, config: str | Path | None = None
 
     ckpt, cfg_path = _source(source, config)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file, not a folder; pass a folder that does not exist yet (or an "
+                              "empty one).")
     if out.exists() and any(out.iterdir()):
         raise CheckpointError(f"{out} exists and is not empty; lrc export never overwrites. Pass another --out.")
     cfg = validate(_load_run_config(cfg_path))

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from lrc.config.schema import DataConfig  # data.read_timeout_s: the reader's default time limit
+from lrc.data.paths import stat_problem
 
 BACKENDS = ("decord", "pyav")
 
@@ -53,6 +54,13 @@ class _DecordReader:
         self.reader = decord.VideoReader(path, ctx=decord.cpu(0), width=side, height=side, num_threads=1)
         self.num_frames = len(self.reader)
         self.fps = float(self.reader.get_avg_fps())
+        self.span: float | None = None  # seconds from the first frame's start to the last frame's end
+        if self.num_frames > 0:
+            try:  # decord indexed every packet at open: the frames' own timestamps cost nothing
+                first, last = self.reader.get_frame_timestamp([0, self.num_frames - 1])
+                self.span = float(last[1] - first[0])
+            except Exception:  # noqa: BLE001 - an index without timestamps: the average rate stands
+                self.span = None
 
     def get_frames(self, indices: list[int]) -> np.ndarray:
         return self.reader.get_batch(indices).asnumpy()
@@ -81,11 +89,20 @@ class _PyAVReader:
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(rate) if rate else 0.0
-            self.num_frames = int(stream.frames or 0)
-            if self.num_frames <= 0:
-                # Some containers (raw streams, some MKV/WebM) do not store a frame count; count the
-                # packets instead, which needs no decoding.
-                self.num_frames = sum(1 for p in container.demux(stream) if p.size)
+            # The packets' timestamps give the true duration of a variable-frame-rate stream, and a frame
+            # count where the container stores none (raw streams, some MKV/WebM); demuxing decodes nothing.
+            count, lo, hi = 0, None, None
+            for packet in container.demux(stream):
+                if not packet.size:
+                    continue
+                count += 1
+                if packet.pts is not None:
+                    end = packet.pts + (packet.duration or 0)
+                    lo = packet.pts if lo is None else min(lo, packet.pts)
+                    hi = end if hi is None else max(hi, end)
+            self.num_frames = int(stream.frames or 0) or count
+            self.span = float((hi - lo) * stream.time_base) if lo is not None and hi is not None and stream.time_base \
+                else None
 
     def get_frames(self, indices: list[int]) -> np.ndarray:
         import av
@@ -124,14 +141,20 @@ def _open(backend: str, path: str, size: int | None) -> Any:
     return _DecordReader(path, size) if backend == "decord" else _PyAVReader(path, size)
 
 
+# decord's messages start with its log prefix: a wall-clock time and a source location
+# ("[22:24:38] /github/workspace/src/video/ffmpeg/threaded_decoder.cc:292: "), different on every run
+_DECODER_LOG_PREFIX = re.compile(r"\[\d{1,2}:\d{2}:\d{2}(?:\.\d+)?\]\s*|\S+\.(?:cc|cpp|c|h):\d+:\s*")
+
+
 def _short(exc: BaseException) -> str:
-    """One line of an exception message (decord's can span a C++ backtrace)."""
+    """One stable line of an exception message: decord's can span a C++ backtrace, and its log prefix (a
+    time of day, a source file) would make the same bad file's reason differ from run to run."""
     # FFmpeg errors from PyAV carry a clean message in strerror ("Invalid data found when ...")
     if getattr(exc, "strerror", None):
         return str(exc.strerror)
     text = str(exc).strip().splitlines()
-    first = text[0] if text else type(exc).__name__
-    return first[:200]
+    first = _DECODER_LOG_PREFIX.sub("", text[0]).strip() if text else ""
+    return (first or type(exc).__name__)[:200]
 
 
 
@@ -227,17 +250,20 @@ class VideoFile:
         self.num_frames: int = int(self._reader.num_frames)
         self.fps: float = float(self._reader.fps)
         self.duration: float = self.num_frames / self.fps
+        span = getattr(self._reader, "span", None)
+        if span is not None and math.isfinite(span) and span > 0 and abs(span - self.duration) > 0.01 * span:
+            # a variable frame rate (or a container's wrong average rate): the frames' own timestamps say how
+            # long the video is, and the rate that spreads its frames over that time is the one samplers get
+            self.duration = span
+            self.fps = self.num_frames / span
 
     def _open_first_readable(self, opened: dict[str, Any]) -> Any:
         """The first backend in order that opens the file with sane metadata (runs in a worker thread)."""
-        # Cheap checks first: decoders give confusing messages (or worse) on these.
-        p = Path(self.path)
-        if not p.exists():
-            raise VideoReadError(self.path, "file not found")
-        if not p.is_file():  # a directory, or a FIFO/device that could block a decoder forever
-            raise VideoReadError(self.path, "not a regular file")
-        if p.stat().st_size == 0:
-            raise VideoReadError(self.path, "zero bytes")
+        # Cheap checks first: decoders give confusing messages (or worse) on these. A directory, a FIFO or a
+        # device (which could block a decoder forever) is not opened; a symlink loop is named as one.
+        problem = stat_problem(self.path)
+        if problem is not None:
+            raise VideoReadError(self.path, problem)
 
         errors: list[str] = []
         for name in self._order:

@@ -1,17 +1,19 @@
 """SIGINT and SIGTERM during ``lrc fit``: finish the step, save, say how to resume.
 
-Lightning's own SIGTERM handler (its ``_SignalConnector``) is composed with the one here, not replaced:
-Lightning registers it when a fit or validate starts and calls any handler that was there before. It
-stops evaluation loops, and raises ``SIGTERMException`` after a training step; both paths end in
-``on_exception`` below. Lightning has no graceful path for SIGINT (a ``KeyboardInterrupt`` lands in the
-middle of a step, possibly between backward and the optimizer step), so this handler turns Ctrl-C into
-"stop after this step" as well. A second Ctrl-C stops at once, without saving.
+While a trainer runs, the handler here is the only one for both signals: Lightning installs its own SIGTERM
+handler when a fit or validate starts (its ``_SignalConnector``), and :class:`GracefulInterrupt` puts this
+one back as training (or validation) starts. Lightning's would make a rank stop on its own: under DDP a
+rank that leaves the loop alone leaves the others waiting for it in a collective. Here a signal only
+records itself; after each optimizer step the ranks agree (one all-reduce) whether any of them got one,
+and then every rank stops after that same step and takes part in saving the checkpoint. SIGTERM (a
+scheduler's preemption, ``kill``) and Ctrl-C take the same path; a second Ctrl-C stops at once, unsaved.
+During validation a single process stops at the next batch; several ranks finish the validation first
+(their shards may differ in length, so no per-batch agreement is possible) and stop at the next step.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from contextlib import contextmanager
@@ -45,12 +47,13 @@ def handling_stop_signals(handler: Any) -> Iterator[None]:
 
 
 class GracefulInterrupt(Checkpoint):
-    """After the optimizer step that a signal arrived in: save checkpoints/last.ckpt (weights, optimizer,
-    scheduler, loop state and data position) and interrupted.json, then stop with :class:`Interrupted`."""
+    """After the optimizer step that a signal arrived in (on any rank): save the training state through
+    ``checkpoints`` (lrc/train/checkpointing.py) and interrupted.json, then stop with :class:`Interrupted`."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, checkpoints: Any):
         super().__init__()
         self.run_dir = run_dir
+        self.checkpoints = checkpoints
         self.ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         self.signum: int | None = None
         self.saved = False
@@ -65,8 +68,37 @@ class GracefulInterrupt(Checkpoint):
     def installed(self) -> Any:
         return handling_stop_signals(self._handle)
 
+    def _reinstall(self) -> None:
+        """Lightning registered its SIGTERM handler when this trainer started: this one replaces it (module doc)."""
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, self._handle)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._reinstall()
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        self._reinstall()
+
+    def _agreed(self, trainer: Any) -> int | None:
+        """The signal any rank received (the largest number, when several), the same on every rank."""
+        if trainer.world_size <= 1:
+            return self.signum
+        import torch
+        import torch.distributed as dist
+
+        flag = torch.tensor([self.signum or 0], device=trainer.strategy.root_device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
     def on_train_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
-        if self.signum is not None:  # this batch's optimizer step is done
+        signum = self._agreed(trainer)
+        if signum is not None:  # this batch's optimizer step is done, on every rank
+            self.signum = signum
+            raise Interrupted(signum)
+
+    def on_validation_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
+        if self.signum is not None and trainer.world_size <= 1:
             raise Interrupted(self.signum)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
@@ -76,11 +108,9 @@ class GracefulInterrupt(Checkpoint):
             return  # an error (a non-finite loss, a bug): the last good checkpoint stays as it is
         if trainer.state.stage != RunningStage.TRAINING:
             return  # stopped during evaluation: the last checkpoint already holds the training state
-        # written beside, then renamed: a kill during the save leaves the previous last.ckpt intact
-        tmp = self.ckpt_path.with_name("last.ckpt.tmp")
-        trainer.save_checkpoint(str(tmp))
+        # written beside, fsynced, then renamed: a kill during the save leaves the previous checkpoints intact
+        self.checkpoints.save(trainer, signal.Signals(self.signum or signal.SIGTERM).name)
         if trainer.is_global_zero:
-            os.replace(tmp, self.ckpt_path)
             assert self.signum is not None
             write_json(self.run_dir / "interrupted.json", {
                 "signal": signal.Signals(self.signum).name,

@@ -1,15 +1,21 @@
 """``lrc fit`` and ``lrc test``: validate, prepare data, build, train, evaluate, write results.
 
-A run directory holds everything about one run. It is reused only by ``lrc fit --resume RUN_DIR``,
-which continues an interrupted run from its last.ckpt at the exact batch it stopped at:
+A run directory holds everything about one run. It is reused by ``lrc fit --resume RUN_DIR``, which
+continues an interrupted run from its newest good checkpoint at the exact batch it stopped at, and by
+``lrc fit CONFIG --out RUN_DIR --resume-if-exists`` (a job that may be requeued: it starts the run when the
+folder is empty and resumes it when the folder holds the same config); lrc/train/rundir.py says which
+folders may be used how, and locks the folder for the process that runs in it:
 
+    lrc.lock         who runs in the folder now (pid, host, command); removed when that process ends
     config.yaml      the fully resolved config plus the class and package version of every plugin
-    checkpoints/     last.ckpt (Lightning checkpoint: weights, optimizer, scheduler, loop state)
+    checkpoints/     last.ckpt and the last few step-N.ckpt (Lightning checkpoints: weights, optimizer,
+                     scheduler, loop state), written atomically (lrc/train/checkpointing.py)
     logs/            CSV and TensorBoard logs
     metrics.json     flat {"val/mcq_acc": ..., "train/time_s": ...}; its presence marks a finished run
     interrupted.json written when SIGINT/SIGTERM stopped training (signal, step, epoch, time)
     skipped.json     samples whose video could not be read, with the reason (also written when a
                      run stops because more than data.max_bad_fraction of them were bad)
+    data_sources.json per split, each annotation source: its format, records read, sampled and used
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,73 +36,13 @@ from omegaconf import OmegaConf
 from lrc.config import ConfigError, LoadedConfig, leaf_keys, parse_overrides, validate
 from lrc.errors import LrcError, MissingInputError
 from lrc.files import write_json
+# run folders: lrc/train/rundir.py (RunDirError, make_run_dir and check_out_free are imported from here by the
+# commands built on training)
+from lrc.train.rundir import (RESUMABLE_OVERRIDES, RunDirError, check_out_free, inspect_run_dir,  # noqa: F401
+                              launch_dir, lock_run_dir, make_run_dir, open_new_run, read_run_config, refusal,
+                              resumable, start_over)
 
 log = logging.getLogger("lrc")
-
-
-class RunDirError(LrcError, FileExistsError):
-    pass
-
-
-SHARED_RUN_DIR_HELP = ("this process is one rank of a multi-process launch, and its ranks cannot agree on a "
-                       "timestamped run dir: pass --out RUN_DIR (on a filesystem every node sees), or launch with "
-                       "torchrun --rdzv-id ID or under SLURM, which name it (docs/distributed.md)")
-
-
-def make_run_dir(cfg: dict[str, Any], out: str | None) -> Path:
-    """A fresh run dir, made by rank 0. Under a multi-process launch every rank runs ``lrc fit`` and
-    must train into the same dir: ranks > 0 take ``--out``, else the dir rank 0 made (Lightning's own
-    launcher starts them with rank 0's environment, lrc.parallel.distributed.RUN_DIR_ENV), else one named after the
-    launch (torchrun's rendezvous id, the SLURM job id): a timestamp would differ from rank to rank."""
-    from lrc.parallel.distributed import RUN_DIR_ENV, is_launch_rank_zero, launch_run_name, launch_world_size
-
-    base = Path(cfg["run"]["root"]) / cfg["run"]["name"]
-    launched = launch_run_name()
-    if not is_launch_rank_zero():
-        found = out or os.environ.get(RUN_DIR_ENV) or (str(base / launched) if launched else None)
-        if found is None:
-            raise RunDirError(SHARED_RUN_DIR_HELP)
-        Path(found).mkdir(parents=True, exist_ok=True)
-        return Path(found)
-    if out is None and launched:
-        out = str(base / launched)
-    elif out is None and launch_world_size() > 1:
-        raise RunDirError(SHARED_RUN_DIR_HELP)
-    path = _fresh_run_dir(base, out)
-    os.environ[RUN_DIR_ENV] = str(path.resolve())  # for the ranks Lightning's launcher starts from here
-    return path
-
-
-def check_out_free(out: str | None) -> None:
-    """Refuse an ``--out`` that already holds files, before any work: make_run_dir would refuse it only
-    after the corpus and the model are ready. Ranks > 0 of a launch share rank 0's dir: not theirs to check."""
-    from lrc.parallel.distributed import is_launch_rank_zero
-
-    if out is not None and is_launch_rank_zero():
-        _refuse_taken(Path(out))
-
-
-def _refuse_taken(path: Path) -> None:
-    if path.exists() and any(path.iterdir()):
-        raise RunDirError(f"run dir {path} already exists and is not empty; lrc never overwrites a run. "
-                          "Pass another --out, or leave --out away to get a fresh timestamped folder.")
-
-
-def _fresh_run_dir(base: Path, out: str | None) -> Path:
-    if out is not None:
-        path = Path(out)
-        _refuse_taken(path)
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir(parents=True)
-            return path
-        except FileExistsError:
-            continue
-    raise RunDirError(f"could not create a fresh run dir under {base}")
 
 
 def write_resolved_config(run_dir: Path, cfg: dict[str, Any], loaded: LoadedConfig) -> None:
@@ -109,19 +54,25 @@ def write_resolved_config(run_dir: Path, cfg: dict[str, Any], loaded: LoadedConf
     if not is_launch_rank_zero():
         return
 
+    from lrc.train.rundir import write_run_config
+
     doc = dict(cfg)
     doc["_lrc"] = {"version": __version__, "source": str(loaded.path) if loaded.path else None,
                    "plugins": plugin_provenance(cfg)}
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(doc)))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_run_config(run_dir, doc)  # atomic and durable (lrc.files.atomic_writer)
 
 
 def ensure_corpus(cfg: dict[str, Any]) -> None:
-    """Synthesise the corpus when it is missing and the config asks for that (data.synth_videos)."""
+    """Synthesise the corpus when it is missing and the config asks for that (data.synth_videos). A mixture
+    (data.train / data.val as a list of sources) is never synthesised: every source must exist."""
     d = cfg["data"]
     root = Path(d["root"])
-    if (root / d["train"]).exists():
+    from lrc.data.mixture import source_problems
+
+    problems = source_problems(d["train"], root, "train") + source_problems(d["val"], root, "val")
+    if problems:
+        raise MissingInputError("the data sources cannot be read:\n  " + "\n  ".join(problems))
+    if not isinstance(d["train"], str) or (root / d["train"]).exists():
         return
     if not d.get("synth_videos"):
         raise MissingInputError(f"{root / d['train']} does not exist. Point data.root at your corpus, or set "
@@ -141,24 +92,35 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
     log.info("corpus ready in %.1fs", time.perf_counter() - t0)
 
 
+def write_data_sources(run_dir: Path, data: Any, splits: tuple[str, ...]) -> None:
+    """RUN_DIR/data_sources.json: per split, what each annotation source gave (format, records read, sampled,
+    used); the annotations are read here, before training, and the counts are logged (rank 0 writes)."""
+    from lrc.parallel.distributed import is_launch_rank_zero
+
+    for split in splits:
+        data.dataset(split)
+    if is_launch_rank_zero():
+        write_json(run_dir / "data_sources.json", data.source_counts())
+
+
 def _trainer(cfg: dict[str, Any], run_dir: Path, model: Any, callbacks: tuple[Any, ...] = ()) -> Any:
-    """The Lightning trainer: lrc's loggers and checkpointing, ``trainer:`` as given, and devices,
-    strategy and precision from the shared ``distributed:`` block (lrc/parallel/distributed.py)."""
+    """The Lightning trainer: lrc's loggers and checkpoint writer, ``trainer:`` as given, and devices,
+    strategy and precision from the shared ``distributed:`` block (lrc/parallel/distributed.py). When to
+    save is the callbacks' (``lrc fit`` passes lrc/train/checkpointing.py's RunCheckpoints); without one, none."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lrc.parallel.distributed import trainer_arguments
+    from lrc.train.checkpointing import DurableCheckpointIO
 
     loggers = [CSVLogger(str(run_dir), name="logs", version="")]
     try:
         loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tb"))
     except ModuleNotFoundError:  # tensorboard is a dependency, but a trimmed install still trains
         log.warning("tensorboard not installed; writing CSV logs only")
-    # no version counter: a resumed run writes its progress to the same last.ckpt (not last-v1.ckpt)
-    checkpoint = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0,
-                                 enable_version_counter=False)
-    return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=[checkpoint, *callbacks],
+    saving = any(hasattr(c, "save") for c in callbacks)
+    return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=list(callbacks),
+                     enable_checkpointing=saving, plugins=[DurableCheckpointIO()],
                      **trainer_arguments(cfg["distributed"], model), **cfg["trainer"])
 
 
@@ -222,27 +184,71 @@ def _report_when_too_many_bad(run_dir: Path, module: Any) -> Iterator[None]:
         raise
 
 
-def fit(loaded: LoadedConfig, out: str | None = None) -> tuple[Path, dict[str, float]]:
+def fit(loaded: LoadedConfig, out: str | None = None, resume_if_exists: bool = False) -> tuple[Path, dict[str, float]]:
+    """``lrc fit CONFIG [--out RUN_DIR] [--resume-if-exists]``: a new run, in a fresh or unstarted folder
+    (lrc/train/rundir.py), held under its lock until it ends. With ``resume_if_exists``: see
+    :func:`fit_or_resume`."""
     cfg = validate(loaded)
     ensure_corpus(cfg)
-    run_dir = make_run_dir(cfg, out)
+    if resume_if_exists:
+        return fit_or_resume(loaded, cfg, out)
+    run_dir, lock = open_new_run(cfg, out)
+    with lock:
+        return run_dir, _start(cfg, run_dir, loaded)
+
+
+def _start(cfg: dict[str, Any], run_dir: Path, loaded: LoadedConfig) -> dict[str, float]:
     write_resolved_config(run_dir, cfg, loaded)
     log.info("run dir: %s", run_dir)
-    return run_dir, _train(cfg, run_dir)
+    return _train(cfg, run_dir)
+
+
+def _no_space(run_dir: Path, exc: BaseException) -> LrcError:
+    """A write that found the disk full, as the exit-2 error that says what to do."""
+    from lrc.files import DiskFullError
+
+    path = exc.path if isinstance(exc, DiskFullError) else Path(getattr(exc, "filename", None) or run_dir)
+    resume_with = f"lrc fit --resume {run_dir}"
+    what = (f"Then continue the run from its last checkpoint: {resume_with}"
+            if any((run_dir / "checkpoints").glob("*.ckpt")) else "Then start the run again.")
+    return DiskFullError(path, what)
 
 
 def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict[str, float]:
-    """Train (from ``ckpt`` when resuming), evaluate, write the results. SIGINT/SIGTERM save and stop."""
+    """Train (from ``ckpt`` when resuming), evaluate, write the results. SIGINT/SIGTERM save and stop; a full
+    disk stops with what to do (the checkpoints already on disk are intact)."""
+    from lrc.files import is_disk_full
+
+    try:
+        return _train_and_evaluate(cfg, run_dir, ckpt)
+    except LrcError as exc:
+        if is_disk_full(exc):
+            raise _no_space(run_dir, exc) from exc
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):  # a log or result file, written by Lightning or lrc
+            raise _no_space(run_dir, exc) from exc
+        raise
+
+
+def _train_and_evaluate(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None) -> dict[str, float]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from lrc.parallel.distributed import apply_activation_checkpointing
     from lrc.errors import Interrupted
+    from lrc.train.checkpointing import RunCheckpoints, check_fits
     from lrc.train.interrupt import GracefulInterrupt
 
     module, data = _build(cfg)
+    write_data_sources(run_dir, data, ("train", "val"))
+    if ckpt is not None:
+        check_fits(module, ckpt)
     apply_activation_checkpointing(module.model, cfg["distributed"])
-    interrupt = GracefulInterrupt(run_dir)
-    trainer = _trainer(cfg, run_dir, module.model, callbacks=(interrupt,))
+    r = cfg["run"]
+    checkpoints = RunCheckpoints(run_dir, r["checkpoint_every_n_steps"], r["checkpoint_every_minutes"],
+                                 r["keep_last_checkpoints"])
+    interrupt = GracefulInterrupt(run_dir, checkpoints)
+    trainer = _trainer(cfg, run_dir, module.model, callbacks=(checkpoints, interrupt))
     how = f"lrc fit --resume {run_dir}"
     t0 = time.perf_counter()
     try:
@@ -251,7 +257,7 @@ def _train(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None = None) -> dict
             trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if ckpt else None, weights_only=True)
         train_time = time.perf_counter() - t0
         module.reset_validation()
-        with _report_when_too_many_bad(run_dir, module):
+        with interrupt.installed(), _report_when_too_many_bad(run_dir, module):
             trainer.validate(module, datamodule=data, verbose=False)
     except (Interrupted, SIGTERMException) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
@@ -311,27 +317,53 @@ def run_after_fit(command: list[str], prefix: str, module: Any, run_dir: Path) -
     return {k: v for k, v in found.items() if k.startswith(prefix)}
 
 
-# Overrides that a resumed run may take: they change neither the model nor the data it trains on.
-RESUMABLE_OVERRIDES = ("trainer.", "run.on_nan", "data.num_workers")
+# Overrides that a resumed run may take (they change neither the model nor the data it trains on) are
+# lrc/train/checkpointing.py's RESUMABLE_OVERRIDES.
 
 
 def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Path, dict[str, float]]:
-    """``lrc fit --resume RUN_DIR``: continue a run in its own dir from checkpoints/last.ckpt, with the
-    config it was started with (RUN_DIR/config.yaml), at the exact batch it stopped at."""
+    """``lrc fit --resume RUN_DIR``: continue a run in its own dir from its newest good checkpoint, with the
+    config it was started with (RUN_DIR/config.yaml), at the exact batch it stopped at. The folder is locked
+    first; config.yaml and the checkpoint are checked before anything is loaded (a damaged checkpoint gives
+    way to the previous good one, lrc/train/checkpointing.py)."""
     run_dir = Path(run_dir)
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
-        raise RunDirError(f"{run_dir} is not a run dir written by `lrc fit` (it has no config.yaml); --resume takes "
-                          "the folder of an interrupted run.")
-    if (run_dir / "metrics.json").is_file():
-        log.warning("%s already finished (it has metrics.json); nothing to resume", run_dir)
-        return run_dir, json.loads((run_dir / "metrics.json").read_text())
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise RunDirError(f"{run_dir} has no checkpoints/last.ckpt: it stopped before saving anything. Start it "
-                          f"again: lrc fit {saved_path} --out NEW_RUN_DIR")
-    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False)
-    assert isinstance(saved, dict)
+    if not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} is not a run dir written by `lrc fit` ("
+                          f"{'it is a file' if run_dir.exists() else 'it does not exist'}); --resume takes the folder "
+                          "of an interrupted run.")
+    with lock_run_dir(run_dir):
+        saved = read_run_config(run_dir)
+        finished = _already_finished(run_dir)
+        if finished is not None:
+            return run_dir, finished
+        loaded = _resumed_config(saved, overrides)
+        cfg = validate(loaded)
+        ensure_corpus(cfg)
+        ckpt = _checkpoint_to_resume(run_dir)
+        if loaded.sources:  # the config the rest of the run trains with
+            write_resolved_config(run_dir, cfg, loaded)
+        log.info("resuming %s from %s", run_dir, ckpt)
+        return run_dir, _train(cfg, run_dir, ckpt)
+
+
+def _already_finished(run_dir: Path) -> dict[str, float] | None:
+    """A finished run's metrics (None: not finished). A damaged metrics.json counts as not finished: the resume
+    then finds training complete and evaluates again, which writes it anew."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("%s is damaged (%s); the run is evaluated again from its last checkpoint", path, exc)
+        return None
+    log.warning("%s already finished (it has metrics.json); nothing to resume", run_dir)
+    return metrics
+
+
+def _resumed_config(saved: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> LoadedConfig:
+    """RUN_DIR/config.yaml with the command line's overrides, which may change only what a resume may."""
+    saved = dict(saved)
     provenance = saved.pop("_lrc", None) or {}
     asked = leaf_keys(parse_overrides(list(overrides)))
     allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE_OVERRIDES)
@@ -339,19 +371,114 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
                f"{_get(saved, key)!r}, asked for {value!r}); only {allowed} may change. Start a fresh run "
                "(lrc fit CONFIG) to change it."
                for key, value in asked.items()
-               if not key.startswith(RESUMABLE_OVERRIDES) and value != _get(saved, key)]
+               if not resumable(key) and value != _get(saved, key)]
     if refused:
         raise ConfigError(refused)
-    merged = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.from_dotlist(list(overrides)))
-    source = provenance.get("source")
-    loaded = LoadedConfig(merged, Path(source) if source else None,  # type: ignore[arg-type]
-                          {key: "command line" for key in asked})
-    cfg = validate(loaded)
-    ensure_corpus(cfg)
-    if asked:  # the config the rest of the run trains with
-        write_resolved_config(run_dir, cfg, loaded)
-    log.info("resuming %s from %s", run_dir, ckpt)
-    return run_dir, _train(cfg, run_dir, ckpt)
+    merged = OmegaConf.merge(OmegaConf.create(saved), OmegaConf.create(parse_overrides(list(overrides))))
+    source = provenance.get("source") if isinstance(provenance, dict) else None
+    return LoadedConfig(merged, Path(source) if source else None,  # type: ignore[arg-type]
+                        {key: "command line" for key in asked})
+
+
+def _checkpoint_to_resume(run_dir: Path, rename_damaged: bool | None = None) -> Path:
+    """The newest good checkpoint (lrc/train/checkpointing.py), or the exit-2 error that says what to do."""
+    from lrc.parallel.distributed import is_launch_rank_zero
+    from lrc.train.checkpointing import choose_checkpoint
+    from lrc.weights.checkpoints import CheckpointError
+
+    if rename_damaged is None:
+        rename_damaged = is_launch_rank_zero()
+    try:
+        return choose_checkpoint(run_dir, rename_damaged=rename_damaged)
+    except CheckpointError as exc:
+        config = run_dir / "config.yaml"
+        if "has no checkpoint (" in str(exc):
+            raise RunDirError(f"{run_dir} has no checkpoint: it stopped before saving anything, so there is nothing "
+                              f"to resume. Start it again in the same folder: lrc fit {config} --out {run_dir}") from None
+        raise RunDirError(f"{exc}\nStart the run over in the same folder (the files above are kept, renamed "
+                          f"*.unusable): lrc fit {config} --out {run_dir}") from None
+
+
+def fit_or_resume(loaded: LoadedConfig, cfg: dict[str, Any], out: str | None) -> tuple[Path, dict[str, float]]:
+    """``lrc fit CONFIG --out RUN_DIR --resume-if-exists``, the one command line of a job that may be requeued
+    (SLURM ``--requeue``, a preemptible VM): an empty (or missing) RUN_DIR starts the run; one holding the same
+    config resumes it from its newest good checkpoint, or starts it over when it saved none that can be used
+    (what it left is kept); a finished one is reported; one holding another config is refused. "The same"
+    ignores what a resume may change (trainer.*, distributed.*, run.on_nan, run.checkpoint_*, data.num_workers)."""
+    from lrc.parallel.distributed import is_launch_rank_zero
+
+    run_dir = launch_dir(cfg, out)
+    if run_dir is None:
+        raise RunDirError("--resume-if-exists needs the run's folder: pass --out RUN_DIR (a timestamped folder would "
+                          "be a new one on every start)")
+    owner = is_launch_rank_zero()
+    if owner:
+        inspect_run_dir(run_dir)  # a file: refused before anything is created
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with lock_run_dir(run_dir):
+        state = inspect_run_dir(run_dir)
+        if state.kind == "foreign":
+            raise RunDirError(refusal(state) or "")
+        if state.kind != "free":
+            try:
+                saved = read_run_config(run_dir)
+            except RunDirError as exc:  # damaged: the config given here is taken as the run's (check_fits checks)
+                log.warning("%s\n--resume-if-exists takes the config given here as the run's and writes config.yaml "
+                            "anew", str(exc).split(" It is the run's")[0])
+            else:
+                _refuse_another_config(run_dir, saved, cfg)
+        finished = _already_finished(run_dir) if state.kind == "finished" else None
+        if finished is not None:
+            return run_dir, finished
+        if state.kind in ("resumable", "finished"):
+            from lrc.train.checkpointing import choose_checkpoint
+            from lrc.weights.checkpoints import CheckpointError
+
+            try:
+                ckpt = choose_checkpoint(run_dir, rename_damaged=owner)
+            except CheckpointError as exc:
+                log.warning("%s\nNo checkpoint of %s can be used: starting the run over (the damaged files are kept, "
+                            "renamed *.unusable)", exc, run_dir)
+                state = inspect_run_dir(run_dir)
+            else:
+                if owner:
+                    start_over(state)  # removes what killed writers left
+                write_resolved_config(run_dir, cfg, loaded)
+                log.info("resuming %s from %s", run_dir, ckpt)
+                return run_dir, _train(cfg, run_dir, ckpt)
+        if owner:
+            start_over(state)
+        return run_dir, _start(cfg, run_dir, loaded)
+
+
+def _as_recorded(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` as RUN_DIR/config.yaml records it (with what the builder fills in before writing it), as flat
+    ``{dotted key: JSON value}``: how two runs' configs are compared."""
+    import copy
+
+    from lrc.train.build import plugin_provenance
+
+    cfg = copy.deepcopy(cfg)
+    plugin_provenance(cfg)  # fills in settings implied by model.init, as write_resolved_config records them
+    return {k: json.loads(json.dumps(v, default=str)) for k, v in leaf_keys(cfg).items()}
+
+
+def _refuse_another_config(run_dir: Path, saved: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """RUN_DIR holds a run of another config (judged as a resume would: only RESUMABLE_OVERRIDES may differ)."""
+    saved = {k: v for k, v in saved.items() if k != "_lrc"}
+    try:
+        then = validate(LoadedConfig(OmegaConf.create(saved), run_dir / "config.yaml", {}))
+    except ConfigError as exc:
+        raise RunDirError(f"{run_dir / 'config.yaml'} no longer validates ({exc.problems[0]}); cannot tell whether "
+                          f"{run_dir} holds this run. Pass another --out.") from None
+    a, b = _as_recorded(then), _as_recorded(cfg)
+    changed = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>") and not resumable(k))
+    if changed:
+        shown = "; ".join(f"{k}: {a.get(k, '<unset>')!r} there, {b.get(k, '<unset>')!r} here" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise RunDirError(f"run dir {run_dir} holds a run of another config ({shown}{more}); --resume-if-exists "
+                          f"continues only the same run. Pass another --out for this config, or continue that run "
+                          f"as it was: lrc fit --resume {run_dir}")
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -379,9 +506,10 @@ def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path,
     """``lrc test CONFIG --ckpt PATH``: the checkpoint evaluated on CONFIG's validation data. The config,
     ``--out``, the checkpoint file and whether it fits the config's model are all checked before the run
     dir is made (a corpus still to be synthesised comes first: the model's vocabulary is the corpus's)."""
+    from lrc.train.build import resolve_implied
     from lrc.weights.checkpoints import load_state_dict_file
 
-    cfg = validate(loaded)
+    cfg = resolve_implied(validate(loaded), loaded)
     check_out_free(out)
     state = load_state_dict_file(ckpt)
     ensure_corpus(cfg)
@@ -389,6 +517,7 @@ def test(loaded: LoadedConfig, ckpt: str, out: str | None = None) -> tuple[Path,
     load_weights(module, state, ckpt)
     run_dir = make_run_dir(cfg, out)
     write_resolved_config(run_dir, cfg, loaded)
+    write_data_sources(run_dir, data, ("val",))
     trainer = _trainer(cfg, run_dir, module.model)
     with _report_when_too_many_bad(run_dir, module):
         trainer.validate(module, datamodule=data, verbose=False)

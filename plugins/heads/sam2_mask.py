@@ -62,6 +62,7 @@ from torch import nn
 from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
 from lrc.protocols import HeadBatch, check_head_batch
 from lrc.model.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
+from lrc.errors import LrcError
 from lrc.constraints import LocalPath, NonNegativeFloat, NonNegativeInt, PositiveInt, Text
 from lrc.ops import gelu_mlp
 from lrc.registry import HEADS
@@ -114,9 +115,10 @@ def build_sam2(
 ) -> nn.Module:
     """A ``SAM2VideoPredictor`` from a SAM2 hydra YAML, random weights unless ``checkpoint`` is given.
 
-    The YAML's ``model`` node is instantiated directly with hydra's ``instantiate`` (no hydra
-    composition, so packaged and local files behave the same and nothing touches hydra's global
-    search path). Overrides, on top of the file:
+    The YAML's ``model`` node is built by :func:`construct_sam2`, which calls only the SAM2 classes listed
+    in ``SAM2_CLASSES`` (never hydra's ``instantiate``, which would call any ``_target_`` a file names:
+    ``builtins.open``, ``torch.load`` of a pickle ...). No hydra composition either, so packaged and local
+    files behave the same. Overrides, on top of the file:
 
     * ``_target_`` = ``SAM2VideoPredictor``: one module serves training (its image encoder, prompt
       encoder and mask decoder) and video propagation, so they share one set of weights;
@@ -127,7 +129,6 @@ def build_sam2(
       ``_C`` connected-components extension, which the pip wheel does not ship; without it SAM2 warns
       on every frame and skips the step, so it is off (0) unless asked for.
     """
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     path = resolve_sam2_config(config)
@@ -151,10 +152,60 @@ def build_sam2(
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value, force_add=True)
     OmegaConf.resolve(cfg)
-    model = instantiate(cfg.model, _recursive_=True)
+    model = construct_sam2(OmegaConf.to_container(cfg.model, resolve=True), str(path))
     if checkpoint:
         load_sam2_checkpoint(model, checkpoint)
     return model
+
+
+# Every class a SAM2 model config may name as a ``_target_``: those of sam2's packaged model configs
+# (configs/sam2*/*.yaml, `model:` nodes) and the video predictor build_sam2 puts on top. Nothing else is called.
+SAM2_CLASSES = frozenset({
+    "sam2.modeling.sam2_base.SAM2Base",
+    "sam2.sam2_video_predictor.SAM2VideoPredictor",
+    "sam2.modeling.backbones.image_encoder.ImageEncoder",
+    "sam2.modeling.backbones.image_encoder.FpnNeck",
+    "sam2.modeling.backbones.hieradet.Hiera",
+    "sam2.modeling.position_encoding.PositionEmbeddingSine",
+    "sam2.modeling.memory_attention.MemoryAttention",
+    "sam2.modeling.memory_attention.MemoryAttentionLayer",
+    "sam2.modeling.sam.transformer.RoPEAttention",
+    "sam2.modeling.memory_encoder.MemoryEncoder",
+    "sam2.modeling.memory_encoder.MaskDownSampler",
+    "sam2.modeling.memory_encoder.Fuser",
+    "sam2.modeling.memory_encoder.CXBlock",
+})
+
+
+class SAM2ConfigError(LrcError, ValueError):
+    """A SAM2 YAML that names something other than SAM2's own classes (or uses hydra's call syntax)."""
+
+
+def construct_sam2(node: Any, source: str, where: str = "model") -> Any:
+    """Build a SAM2 config node: a mapping with ``_target_`` becomes that class called with its other keys
+    (built first); other mappings and lists are walked; scalars stay. A ``_target_`` outside ``SAM2_CLASSES``
+    or any other hydra directive (``_args_``, ``_partial_``, ``_call_`` ...) raises :class:`SAM2ConfigError`
+    before anything is imported or called."""
+    import importlib
+
+    if isinstance(node, list):
+        return [construct_sam2(v, source, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, dict):
+        return node
+    directives = [k for k in node if isinstance(k, str) and k.startswith("_") and k.endswith("_") and k != "_target_"]
+    if directives:
+        raise SAM2ConfigError(f"sam2_mask: {source}: {where}.{directives[0]}: hydra directives are not supported; a "
+                              "SAM2 model config holds classes (_target_) and their arguments only")
+    args = {k: construct_sam2(v, source, f"{where}.{k}") for k, v in node.items() if k != "_target_"}
+    if "_target_" not in node:
+        return args
+    target = node["_target_"]
+    if target not in SAM2_CLASSES:
+        raise SAM2ConfigError(
+            f"sam2_mask: {source}: {where}._target_: {target!r} is not one of the SAM2 classes a model config may "
+            f"name; lrc calls nothing else from a file. Allowed: {', '.join(sorted(SAM2_CLASSES))}")
+    module, name = target.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**args)
 
 
 def load_sam2_checkpoint(model: nn.Module, checkpoint: str | Path) -> None:

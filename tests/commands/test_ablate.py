@@ -286,12 +286,34 @@ def test_rerun_skips_finished_cells_resumes_and_retries(study):
     assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)  # finished: not run again
     tome = json.loads((out / "cells" / TOME / "cell.json").read_text())
     assert tome["status"] == "done" and len(tome["attempts"]) == 2
-    assert " --resume " in tome["attempts"][1]["command"]  # continued from checkpoints/last.ckpt
+    assert " --resume-if-exists " in tome["attempts"][1]["command"]  # the same command, which resumed
+    assert "INFO lrc: resuming " in (out / "cells" / TOME / "log.txt").read_text()
     assert (out / "cells" / TOME / "run" / "metrics.json").is_file()
     failed = json.loads((out / "cells" / FAILS / "cell.json").read_text())
     assert failed["status"] == "failed" and len(failed["attempts"]) == 2  # failed cells are retried
-    # the first attempt saved no checkpoint, so the retry started afresh and the old run dir was kept aside
-    assert (out / "cells" / FAILS / "run.abandoned-1").is_dir()
+    # the first attempt saved no checkpoint, so the retry started afresh and what it left was kept aside
+    assert (out / "cells" / FAILS / "run" / "abandoned-1" / "skipped.json").is_file()
+
+
+@pytest.mark.slow
+def test_a_cell_whose_checkpoints_are_damaged_does_not_fail_forever(study):
+    """A cell stopped by a kill in the middle of a save (before atomic writes: a truncated last.ckpt, the only
+    checkpoint) used to be resumed, and to fail, on every re-run. Now the damaged file is put aside and the
+    cell starts over."""
+    out = study["out"]
+    run = out / "cells" / POOLING / "run"
+    os.remove(run / "metrics.json")
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        with open(ckpt, "r+b") as fh:
+            fh.truncate(fh.seek(0, 2) // 3)
+    lines: list[str] = []
+    ablate(study["path"], out=out, overrides=study["overrides"], echo=lines.append)
+    cell = json.loads((out / "cells" / POOLING / "cell.json").read_text())
+    assert cell["status"] == "done", cell
+    log = (out / "cells" / POOLING / "log.txt").read_text()
+    assert "is truncated or damaged" in log and "No checkpoint of" in log and "starting the run over" in log
+    assert (run / "metrics.json").is_file()
+    assert list((run / "abandoned-1" / "checkpoints").glob("*.unusable"))  # kept, out of the way
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert [r["status"] for r in rows] == ["done", "done", "failed"]
 

@@ -175,3 +175,92 @@ def test_both_decoders_failing_is_one_clear_error(clip, monkeypatch):
     with VideoFile(clip) as v, pytest.raises(VideoReadError) as err:
         v.get_frames([0])
     assert err.value.reason == "decode failed: decord: decord cannot seek; pyav: pyav hit a corrupt packet"
+
+
+# -- issue 15: stable reasons, symlink loops named, the duration of a variable-frame-rate video ----------
+DECORD_LOG_TIME = r"\[\d{1,2}:\d{2}:\d{2}\]"
+
+
+def _corrupt_until_decord_fails_to_decode(clip: str, tmp_path) -> str:
+    """A copy of ``clip`` with bytes overwritten in its frame data, where decord opens the file but fails to
+    decode it with one of its log lines (which start with the time of day)."""
+    import random
+    import re
+
+    import decord
+
+    data = open(clip, "rb").read()
+    rng = random.Random(0)
+    for offset in range(48, len(data) // 2, 97):
+        bad = bytearray(data)
+        for i in range(offset, min(len(bad) - 2000, offset + 3000)):
+            bad[i] = rng.randrange(256)
+        path = tmp_path / f"bad-{offset}.mp4"
+        path.write_bytes(bytes(bad))
+        try:
+            reader = decord.VideoReader(str(path), width=32, height=32)
+            reader.get_batch(list(range(len(reader)))).asnumpy()
+        except Exception as exc:  # noqa: BLE001
+            if re.search(DECORD_LOG_TIME, str(exc)) and "ERROR opening" not in str(exc):
+                return str(path)
+    pytest.skip("no corruption of this clip makes decord fail to decode with a log line")
+
+
+def test_a_bad_files_reason_is_the_same_on_every_run(clip, tmp_path):
+    """decord's messages start with a time of day and a source location: the skip reason of one file differed
+    from run to run (skipped.json files could not be compared)."""
+    import re
+    import time
+
+    bad = _corrupt_until_decord_fails_to_decode(clip, tmp_path)
+    reasons = []
+    for _ in range(2):
+        with pytest.raises(VideoReadError) as err:
+            with VideoFile(bad, size=32, backend="decord") as v:
+                v.get_frames(list(range(v.num_frames)))
+        reasons.append(err.value.reason)
+        time.sleep(1.1)  # the log's clock moves on
+    assert reasons[0] == reasons[1]
+    assert reasons[0].startswith("decode failed: ")
+    assert not re.search(DECORD_LOG_TIME, reasons[0]) and ".cc:" not in reasons[0]
+
+
+def test_a_symlink_loop_is_named_as_one(tmp_path):
+    (tmp_path / "a.mp4").symlink_to(tmp_path / "b.mp4")
+    (tmp_path / "b.mp4").symlink_to(tmp_path / "a.mp4")
+    with pytest.raises(VideoReadError) as err:
+        VideoFile(tmp_path / "a.mp4")
+    assert err.value.reason.startswith("symlink loop")  # was: "file not found"
+
+
+def _vfr_video(path, fmt: str) -> None:
+    """10 frames 0.1 s apart, then 10 frames 1 s apart: the last frame starts at 10 s."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = fractions.Fraction(1, 1000)
+        for i, pts in enumerate([i * 100 for i in range(10)] + [1000 + i * 1000 for i in range(10)]):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, stream.time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("fmt, ext", [("mp4", "mp4"), ("matroska", "mkv")])
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_a_variable_frame_rate_videos_duration_comes_from_its_timestamps(tmp_path, fmt, ext, backend):
+    """The average rate said 8.3 s (MP4) or 2.0 s (MKV) for this 10.1 s video; the frames' own timestamps
+    say 10.1, and the rate samplers get spreads the 20 frames over it."""
+    path = tmp_path / f"vfr.{ext}"
+    _vfr_video(path, fmt)
+    with VideoFile(path, backend=backend) as v:
+        assert v.num_frames == 20
+        assert v.duration == pytest.approx(10.1, abs=0.05)
+        assert v.fps == pytest.approx(20 / v.duration)

@@ -4,6 +4,7 @@ run with the step and the sample ids."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from lrc.cli import main
 from lrc.config import load_config
@@ -175,3 +177,48 @@ def test_resume_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["fit", "--resume", str(tmp_path)]) == 2
     assert "not a run dir" in capsys.readouterr().err
     assert main(["fit"]) == 2
+
+
+@pytest.mark.slow
+def test_the_commands_an_unstarted_or_damaged_run_folder_suggests_work(tiny_overrides, tmp_path, capsys):
+    """A fit that fails while building the model leaves config.yaml in its folder: the same --out is taken
+    again (before issue 15: "lrc never overwrites a run"). A run whose checkpoints are all damaged, or that
+    saved none, is refused by --resume with a command that starts it over in place; that command works."""
+    run = tmp_path / "run"
+    assert main(["fit", str(DEMO), "--out", str(run), *tiny_overrides, "model.compressor.head_dim=48"]) == 2
+    assert "could not be built" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+    assert main(["fit", str(DEMO), "--out", str(run), *tiny_overrides]) == 0
+    assert "never reached training (it holds only config.yaml); starting it over" in capsys.readouterr().err
+
+    # a damaged config.yaml: --resume names it; the command it gives continues the run with the config given
+    (run / "metrics.json").unlink()
+    (run / "config.yaml").write_text("run: {name: x\n")
+    assert main(["fit", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.yaml'} is not valid YAML (damaged?)" in err
+    assert f"lrc fit CONFIG --out {run} --resume-if-exists" in err
+    assert main(["fit", str(DEMO), "--out", str(run), "--resume-if-exists", *tiny_overrides]) == 0
+    assert "takes the config given here as the run's" in capsys.readouterr().err
+    assert "model" in OmegaConf.load(run / "config.yaml") and (run / "metrics.json").is_file()
+
+    (run / "metrics.json").unlink()
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        with open(ckpt, "r+b") as fh:
+            fh.truncate(100)
+    assert main(["fit", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    suggested = f"lrc fit {run / 'config.yaml'} --out {run}"
+    assert "is truncated or damaged" in err and err.rstrip().endswith(suggested)
+    assert main(suggested.split()[1:]) == 0
+    assert sorted(p.name for p in (run / "abandoned-1" / "checkpoints").iterdir()) == [
+        "last.ckpt.unusable", "step-00000010.ckpt.unusable"]
+    assert (run / "abandoned-1" / "logs" / "metrics.csv").is_file() and (run / "metrics.json").is_file()
+
+    (run / "metrics.json").unlink()
+    shutil.rmtree(run / "checkpoints")
+    assert main(["fit", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "has no checkpoint: it stopped before saving anything" in err and err.rstrip().endswith(suggested)
+    assert main(suggested.split()[1:]) == 0
+    assert (run / "abandoned-2" / "logs").is_dir() and (run / "metrics.json").is_file()

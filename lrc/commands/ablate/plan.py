@@ -353,16 +353,18 @@ def plan_record(plan: Plan) -> dict[str, Any]:
 def check_out_dir(plan: Plan, out: Path) -> None:
     """DIR/ablation.yaml holds the plan DIR's cells were run with: resuming into DIR needs the same cells
     (the same base files and overrides, so the same slugs); anything else goes to another folder."""
-    from lrc.train.run import RunDirError
+    from lrc.train.rundir import LOCK_NAME, RunDirError
 
     saved_path = out / "ablation.yaml"
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"--out {out} is a file, not a folder; pick a folder that does not exist yet (or an empty one)")
     if saved_path.is_file():
         saved = OmegaConf.to_container(OmegaConf.load(saved_path))
         cells = [(c["slug"], c["base"], c["overrides"]) for c in saved.get("cells", [])]  # type: ignore[union-attr]
         if cells != [(c.slug, str(c.base), c.overrides) for c in plan.cells]:
             raise RunDirError(f"--out {out} holds the cells of a different plan ({saved_path}): re-run the exact "
                               "command that made it to resume it, or pick another --out for this one")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise RunDirError(f"--out {out} exists, is not empty and is not an ablation's folder (it has no "
                           "ablation.yaml); pick another --out")
 

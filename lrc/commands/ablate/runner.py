@@ -3,9 +3,12 @@
 Each cell runs as ``python -m lrc.cli fit`` in a child process of its own session, so a crash or an
 out-of-memory kill ends that cell only and its peak memory is the child's own (``os.wait4``). Its
 folder DIR/cells/SLUG holds log.txt (the fit's stdout and stderr), cell.json (status, exit code,
-error, each attempt's command, wall time, peak RSS) and run/ (the ``lrc fit`` run dir). Re-running
-the same command skips finished cells (run/metrics.json), continues interrupted ones with
-``lrc fit --resume`` and retries failed ones. Ctrl-C and SIGTERM are passed on to the running cell,
+error, each attempt's command, wall time, peak RSS) and run/ (the ``lrc fit`` run dir). Each attempt
+is ``lrc fit BASE --out RUN --resume-if-exists OVERRIDES``, so re-running the same command skips finished
+cells (run/metrics.json), continues interrupted ones from their newest good checkpoint (a damaged or partial
+one gives way to the one before, or to a fresh start: never to a cell that fails on every re-run) and retries
+failed ones. ``lrc ablate`` holds the lock of its output folder (lrc/train/rundir.py) while it runs, and
+each cell's fit holds its run folder's. Ctrl-C and SIGTERM are passed on to the running cell,
 which saves a checkpoint; ``lrc ablate`` then exits with 128 + the signal and the command that resumes it.
 """
 
@@ -35,8 +38,6 @@ log = logging.getLogger("lrc")
 def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
            verbose: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> int:
     """``lrc ablate``: 0 when every cell finished, 1 when any failed, 128 + the signal when interrupted."""
-    from lrc.train.interrupt import handling_stop_signals
-
     plan = load_plan(path, overrides)
     out_dir = Path(out) if out is not None else Path("runs") / "ablations" / plan.name
     if not dry_run:
@@ -49,6 +50,18 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
             state = f"INVALID: {invalid[c.slug]}" if c.slug in invalid else "valid"
             echo(f"[{i}/{len(plan.cells)}] {c.slug}: {state}\n    lrc fit {c.base} {shlex.join(c.overrides)}")
         return 1 if invalid else 0
+    from lrc.train.rundir import RunDirLock
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunDirLock(out_dir):
+        return _run_plan(plan, out_dir, configs, invalid, seeds, verbose, echo)
+
+
+def _run_plan(plan: Any, out_dir: Path, configs: dict[str, Any], invalid: dict[str, str], seeds: dict[str, Any],
+              verbose: bool, echo: Callable[[str], None]) -> int:
+    """The cells of a checked plan, run into ``out_dir`` (which this process holds), then the results."""
+    from lrc.train.interrupt import handling_stop_signals
+
     write_plan(plan, out_dir)
     results = {c.slug: _result_of(c, out_dir / "cells" / c.slug, seeds[c.slug]) for c in plan.cells}
     for slug, error in invalid.items():
@@ -71,7 +84,7 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
             cell_dir.mkdir(parents=True, exist_ok=True)
             tag = (f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}] "
                    f"{describe(cell.varied, cell.seed if plan.seeds and len(plan.seeds) > 1 else None)} ...")
-            resuming = (cell_dir / "run" / "checkpoints" / "last.ckpt").is_file()
+            resuming = any((cell_dir / "run" / "checkpoints").glob("*.ckpt"))
             echo(f"{tag} {'resuming' if resuming else 'running'} (log: {cell_dir / 'log.txt'})")
             wall = _run_cell(cell, cell_dir, forward, verbose)
             result = results[cell.slug] = _result_of(cell, cell_dir, seeds[cell.slug])
@@ -150,21 +163,15 @@ class _SignalForwarder:
 
 
 def _run_cell(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bool) -> float:
-    """One attempt at a cell's fit, in a child process: resumed from its last checkpoint when a previous
-    attempt left one, else from scratch (a run dir that saved nothing is moved aside). Its outcome is
-    added to cell.json; returns its wall time in seconds."""
+    """One attempt at a cell's fit, in a child process: ``lrc fit ... --resume-if-exists`` resumes from the
+    newest good checkpoint a previous attempt left, else starts (over) from scratch (what an attempt that
+    saved nothing left is kept in run/abandoned-N/). Its outcome is added to cell.json; returns its wall time."""
     from lrc.memory import max_rss_kib
     from lrc.files import write_json
 
     run_dir = cell_dir / "run"
-    lrc = [sys.executable, "-m", "lrc.cli", "fit"]
-    if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
-        command = [*lrc, "--resume", str(run_dir)]
-    else:
-        if run_dir.exists():  # it stopped before its first checkpoint: nothing to continue
-            n = 1 + sum(1 for _ in cell_dir.glob("run.abandoned-*"))
-            run_dir.rename(cell_dir / f"run.abandoned-{n}")
-        command = [*lrc, str(cell.base), "--out", str(run_dir), *cell.overrides]
+    command = [sys.executable, "-m", "lrc.cli", "fit", str(cell.base), "--out", str(run_dir), "--resume-if-exists",
+               *cell.overrides]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # log.txt fills as the fit runs
     with open(cell_dir / "log.txt", "a", encoding="utf-8", errors="replace") as logfile:
         logfile.write(f"\n=== {datetime.now().isoformat(timespec='seconds')} {shlex.join(command)}\n")
