@@ -3,13 +3,18 @@
     lrc plugins list [--json]
     lrc validate CONFIG [key=value ...]
     lrc fit CONFIG [--out RUN_DIR] [key=value ...]
+    lrc fit CONFIG --out RUN_DIR --resume-if-exists [key=value ...]
     lrc fit --resume RUN_DIR [trainer.key=value ...]
     lrc test CONFIG --ckpt PATH [--out RUN_DIR] [key=value ...]
     lrc ablate ABLATION [--out DIR] [--verbose] [--dry-run] [key=value ...]
     lrc niah CONFIG --ckpt PATH [--out DIR] [key=value ...]
-    lrc data synth OUT_DIR [--videos N] [--seed S]
-    lrc data check ANNOTATIONS... [--report FILE] [--size S] [--timeout-s T]
+    lrc data synth OUT_DIR [--videos N] [--seed S] [--format lrc|llava|sharegpt] [--images N] [--frame-folders N]
+    lrc data check ANNOTATIONS... | --config CONFIG [key=value ...] [--format F] [--root DIR] [--workers N]
+                   [--report FILE] [--size S] [--timeout-s T]
+    lrc data convert IN OUT --to lrc|llava|sharegpt [--from F] [--root DIR] [--force]
     lrc export RUN_DIR_OR_CKPT --out DIR [--config CONFIG] [--no-hf-llm]
+    lrc chat PATH --video V [--question Q] [--num-frames N] [key=value ...]
+    lrc infer PATH --data ANNOTATIONS --out PRED.jsonl [--num-frames N] [key=value ...]
     lrc checkpoint describe PATH
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint) with every problem printed, 1 anything
@@ -66,12 +71,17 @@ def _fit(args: argparse.Namespace) -> int:
         if args.out:
             print("error: --resume continues the run in its own dir; drop --out", file=sys.stderr)
             return EXIT_BAD_INPUT
+        if args.resume_if_exists:
+            print("error: --resume-if-exists goes with CONFIG --out RUN_DIR (it starts or resumes); --resume RUN_DIR "
+                  "only resumes: drop one of them", file=sys.stderr)
+            return EXIT_BAD_INPUT
         run_dir, metrics = resume(args.resume, ([args.config] if args.config else []) + list(args.overrides))
     elif args.config is None:
         print("error: lrc fit needs a CONFIG (or --resume RUN_DIR)", file=sys.stderr)
         return EXIT_BAD_INPUT
     else:
-        run_dir, metrics = fit(load_config(args.config, args.overrides), out=args.out)
+        run_dir, metrics = fit(load_config(args.config, args.overrides), out=args.out,
+                               resume_if_exists=args.resume_if_exists)
     _report(run_dir, metrics)
     return 0
 
@@ -123,23 +133,52 @@ def _synth(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     summary = synthesize(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size,
                          answer_style=args.answer_style, multi_turn_train=args.multi_turn_train,
-                         tasks=tasks)
+                         tasks=tasks, format=args.format, images=args.images, frame_folders=args.frame_folders)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from lrc.data.check import check_annotations
+    from lrc.data.check import check_annotations, check_sources
     from lrc.files import write_json
 
-    result = check_annotations(args.annotations, size=args.size, timeout_s=args.timeout_s)
+    common = dict(size=args.size, timeout_s=args.timeout_s, workers=args.workers,
+                  progress=False if args.no_progress else None, frame_folder_fps=args.frame_folder_fps)
+    if args.config:
+        from lrc.config import load_config, validate
+        from lrc.data.mixture import source_problems, sources_of
+
+        # with --config, the positional arguments are key=value overrides of the config
+        cfg = validate(load_config(args.config, [*args.annotations, *getattr(args, "overrides", [])]))
+        d = cfg["data"]
+        problems = source_problems(d["train"], d["root"], "train") + source_problems(d["val"], d["root"], "val")
+        if problems:
+            print("error: the data sources cannot be read:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        common.update(timeout_s=d["read_timeout_s"], frame_folder_fps=d["frame_folder_fps"])
+        sources = sources_of(d["train"], d["root"], "train") + sources_of(d["val"], d["root"], "val")
+        result = check_sources(sources, seed=cfg["run"]["seed"], **common)
+    elif not args.annotations:
+        print("error: lrc data check needs annotation files (or --config CONFIG)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    else:
+        result = check_annotations(args.annotations, format=args.format, root=args.root, **common)
     print(result.summary())
     if args.report:
-        write_json(Path(args.report), [vars(s) for s in result.skipped])
+        write_json(Path(args.report), result.report())
         print(f"report: {args.report}")
     elif result.skipped:
-        print("(pass --report FILE to save the bad records as JSON, in the format of a run's skipped.json)")
+        print("(pass --report FILE to save the summary as JSON; its `bad` list has the format of a run's skipped.json)")
     return EXIT_BAD_INPUT if result.skipped else 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from lrc.data.formats import convert
+
+    done = convert(args.input, args.output, to=args.to, from_format=args.from_format, root=args.root, force=args.force)
+    print(f"{done['records']} records: {args.input} ({done['from']}) -> {done['out']} ({done['to']}); media not copied, "
+          "their paths resolve from the new file's folder")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -148,6 +187,22 @@ def _export(args: argparse.Namespace) -> int:
     out = export(args.source, args.out, config=args.config, hf_llm=not args.no_hf_llm)
     print(f"exported to {out} (see {out / 'README.md'})")
     return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from lrc.commands.chat import run
+
+    return run(args.path, args.video, args.question, num_frames=args.num_frames, max_new_tokens=args.max_new_tokens,
+               masks=args.masks, sample=args.sample, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+               device=args.device, dtype=args.dtype, overrides=args.overrides)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from lrc.commands.infer import run
+
+    return run(args.path, args.data, args.out, num_frames=args.num_frames, max_new_tokens=args.max_new_tokens,
+               limit=args.limit, restart=args.restart, progress=not args.no_progress, device=args.device,
+               dtype=args.dtype, overrides=args.overrides)
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -161,7 +216,8 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from lrc.config.schema import ANSWER_STYLES, SYNTH_TASKS, DataConfig  # what options share with the config
+    from lrc.config.schema import (ANNOTATION_FORMATS, ANSWER_STYLES, SOURCE_FORMATS, SYNTH_TASKS,  # shared with the
+                                   DataConfig)  # config
 
     p = argparse.ArgumentParser(prog="lrc", description="Long and rich context video MLLMs: HiCo + TPO as plugins.")
     p.add_argument("--debug", action="store_true",
@@ -181,11 +237,15 @@ def parser() -> argparse.ArgumentParser:
 
     with_config("validate", "check a config without building anything").set_defaults(func=_validate)
     fit = with_config("fit", "train, then evaluate on val", optional=True)
-    fit.add_argument("--out", help="run dir (must not exist or be empty); default runs/NAME/TIMESTAMP")
+    fit.add_argument("--out", help="run dir (must not exist, be empty, or hold a run that saved no checkpoint); "
+                                   "default runs/NAME/TIMESTAMP")
     fit.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted run in RUN_DIR from its last.ckpt, at the batch it stopped at "
                           "(config from RUN_DIR/config.yaml; only trainer.*, run.on_nan, data.num_workers "
                           "may be overridden)")
+    fit.add_argument("--resume-if-exists", action="store_true",
+                     help="with --out RUN_DIR: start the run when RUN_DIR is empty, resume it when RUN_DIR holds the "
+                          "same config (one command line for a job that may be requeued; docs/distributed.md)")
     fit.set_defaults(func=_fit)
     test = with_config("test", "evaluate a checkpoint on val")
     test.add_argument("--ckpt", required=True, help="checkpoint file (.ckpt / .pt / .safetensors)")
@@ -215,6 +275,36 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--config", help="the experiment the checkpoint was trained with (default: the run dir's)")
     exp.add_argument("--no-hf-llm", action="store_true", help="skip the transformers folder of the LLM (DIR/llm)")
     exp.set_defaults(func=_export)
+    def inference(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("path", help="a run dir, an `lrc export` folder, or an InternVL2.5 / InternVideo2.5 folder")
+        sp.add_argument("overrides", nargs="*", help="key=value config changes, e.g. data.sampler.num_frames=32")
+        sp.add_argument("--num-frames", type=int, help="sample this many frames uniformly (best a multiple of the "
+                                                       "compressor's clip_len) instead of the config's sampler")
+        sp.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:1 ...")
+        sp.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="weights' dtype (default: as built)")
+        return sp
+
+    chat = inference("chat", "ask a video questions (a REPL without --question); prints spans and boxes, writes "
+                             "mask PNGs (docs/inference.md)")
+    chat.add_argument("--video", required=True, help="a video file")
+    chat.add_argument("--question", help="ask this once and exit (default: read questions from stdin)")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--masks", default="lrc-chat-masks", help="folder for mask PNGs (default %(default)s/turnN)")
+    chat.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    chat.add_argument("--temperature", type=float, default=1.0)
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--seed", type=int, help="seed for --sample")
+    chat.set_defaults(func=_chat)
+    inf = inference("infer", "answer every record of an annotation file into a JSONL of predictions (resumable)")
+    inf.add_argument("--data", required=True, help="annotation JSONL (docs/data.md)")
+    inf.add_argument("--out", required=True, help="predictions JSONL; re-running with it resumes")
+    inf.add_argument("--max-new-tokens", type=int, default=64)
+    inf.add_argument("--limit", type=int, help="answer at most this many more records")
+    inf.add_argument("--restart", action="store_true", help="start OUT over instead of resuming it")
+    inf.add_argument("--no-progress", action="store_true", help="no progress bar")
+    inf.set_defaults(func=_infer)
+
     ckpt = sub.add_parser("checkpoint", help="checkpoint tools").add_subparsers(dest="action", required=True)
     desc = ckpt.add_parser("describe", help="print the model block that builds an InternVL checkpoint's architecture "
                                             "(reads its config.json only)")
@@ -233,17 +323,45 @@ def parser() -> argparse.ArgumentParser:
                        help="write each training video as one conversation with all its questions")
     synth.add_argument("--tasks", default=",".join(DataConfig().synth_tasks),
                        help=f"comma-separated tasks to write: {','.join(SYNTH_TASKS)} (docs/data.md)")
+    synth.add_argument("--format", choices=ANNOTATION_FORMATS, default="lrc",
+                       help="annotation format: lrc (train.jsonl), llava (train.json, a JSON array with <image> "
+                            "placeholders) or sharegpt (train.jsonl with messages)")
+    synth.add_argument("--images", type=int, default=0,
+                       help="also write N still images with questions (single- and two-image records) to "
+                            "train_images / val_images")
+    synth.add_argument("--frame-folders", type=int, default=0,
+                       help="write N of the videos as folders of PNG frames (with their fps) instead of MP4")
     synth.set_defaults(func=_synth)
-    check = data.add_parser("check", help="decode every record's video (first/middle/last frame) without training; "
-                                          "exit 2 when any cannot be read")
-    check.add_argument("annotations", nargs="+", help="JSONL annotation file(s)")
-    check.add_argument("--report", help="write the bad records as JSON [{id, video, reason}] (skipped.json format)")
+    check = data.add_parser("check", help="decode every record's video and image (a video's first/middle/last frame) "
+                                          "without training, in parallel; a summary; exit 2 when any cannot be read")
+    check.add_argument("annotations", nargs="*", help="annotation file(s) in any format (lrc, llava, sharegpt); with "
+                                                      "--config: key=value overrides")
+    check.add_argument("--config", help="check the experiment's data.train and data.val (a file or a mixture of "
+                                        "sources) as a run reads them")
+    check.add_argument("--format", choices=SOURCE_FORMATS, default="auto", help="the files' format (default: detected)")
+    check.add_argument("--root", help="folder relative media paths resolve against (default: each file's folder)")
+    check.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                       help="processes that decode in parallel (default %(default)s)")
+    check.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
+    check.add_argument("--frame-folder-fps", type=float, default=DataConfig.frame_folder_fps,
+                       help="frame rate of a frame folder whose record gives none (data.frame_folder_fps)")
+    check.add_argument("--report", help="write the summary as JSON; its `bad` list is [{id, video, reason}] "
+                                        "(skipped.json format)")
     check.add_argument("--size", type=int, default=None,
                        help="decode at this frame side, as training does (default: native size)")
     check.add_argument("--timeout-s", type=float, default=DataConfig.read_timeout_s,
                        help="give up on a video open/read after this many seconds (data.read_timeout_s, "
                             "default %(default)s)")
     check.set_defaults(func=_check)
+    conv = data.add_parser("convert", help="rewrite an annotation file in another format (media are not copied)")
+    conv.add_argument("input", help="annotation file (lrc, llava or sharegpt; detected unless --from)")
+    conv.add_argument("output", help="the new file (.json: a JSON array, .jsonl: JSON lines)")
+    conv.add_argument("--to", required=True, choices=ANNOTATION_FORMATS, help="the output's format")
+    conv.add_argument("--from", dest="from_format", choices=SOURCE_FORMATS, default="auto",
+                      help="the input's format (default: detected)")
+    conv.add_argument("--root", help="folder the input's relative media paths resolve against (default: its folder)")
+    conv.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    conv.set_defaults(func=_convert)
     return p
 
 

@@ -132,10 +132,16 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     if bad:
         raise ConfigError([f"command line: {o!r}: overrides look like key=value (e.g. model.compressor.name=tome)"
                            for o in bad])
+    import yaml
+
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)), resolve=False)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ConfigError([f"command line: cannot parse overrides: {exc}"]) from exc
+    except yaml.YAMLError as exc:  # a `!!python/...` tag (never constructed) or broken YAML in a value
+        what = str(exc).strip().splitlines()[0][:200]
+        raise ConfigError([f"command line: cannot parse overrides: not valid YAML ({what}); values are plain YAML "
+                           "(numbers, strings, [lists], {mappings}), tags such as !!python/... are refused"]) from exc
 
 
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> LoadedConfig:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Optional, Union
 
 from lrc.constraints import (Fraction, LocalPath, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                             PositiveInt, Range, Seed, UnitInterval)
-from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, SAMPLERS, Registry
+                             PositiveInt, Range, Seed, Text, UnitInterval)
+from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, PROMPTS, SAMPLERS, Registry
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ TASKS = ("chat", "mcq", "temporal", "region", "mask", "preference")
 # what the synthetic corpus can hold (lrc/data/synth/corpus.py); needle: lrc/data/synth/needle.py
 SYNTH_TASKS = ("mcq", "temporal", "region", "mask", "preference", "needle")
 ANSWER_STYLES = ("letter", "text")  # a synthesised MCQ is answered with the option letter or its text
+# annotation file formats (lrc/data/formats/, docs/data.md); auto: detected from the first records
+ANNOTATION_FORMATS = ("lrc", "llava", "sharegpt")
+SOURCE_FORMATS = ("auto",) + ANNOTATION_FORMATS
 ON_NAN = ("stop", "skip")
 DPO_REFERENCES = ("frozen_copy", "lora_disabled")
 # HiCo level 2 (lrc/model/token_dropout.py)
@@ -91,6 +94,11 @@ class RunConfig:
     root: str = "runs"
     seed: Seed = 0
     on_nan: Literal[ON_NAN] = "stop"  # a non-finite loss: stop (with the step and sample ids) | skip the batch
+    # periodic checkpoints (lrc/train/checkpointing.py, docs/checkpoints.md): also at every epoch end and on
+    # SIGINT/SIGTERM; null turns one trigger off. Every save is atomic; the newest keep_last_checkpoints stay.
+    checkpoint_every_n_steps: Optional[PositiveInt] = None  # every N optimizer steps
+    checkpoint_every_minutes: Optional[PositiveFloat] = 30.0  # every M minutes of training (rank 0's clock)
+    keep_last_checkpoints: PositiveInt = 2  # step-N.ckpt files kept (2: a damaged newest falls back to the one before)
 
 
 @dataclass
@@ -102,11 +110,70 @@ class PackingConfig:
     lookahead: PositiveInt = 512  # samples planned together (first-fit decreasing within the window)
 
 
+SAMPLING_KINDS = ("all", "first", "end", "random")  # a source's sampling (DataSource.sampling, lrc/data/mixture.py)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """A parsed ``sampling`` string: ``kind`` (all | first | end | random) and ``count`` or ``percent``."""
+
+    kind: str
+    count: Optional[int] = None
+    percent: Optional[int] = None
+
+    def size(self, available: int) -> int:
+        """How many of ``available`` records it keeps (a percentage rounds up, as LLaVA-NeXT's loader does)."""
+        if self.kind == "all":
+            return available
+        if self.percent is not None:
+            return -(-self.percent * available // 100)
+        return int(self.count)  # type: ignore[arg-type]
+
+    @staticmethod
+    def parse(text: Any) -> "Sampling":
+        """``all``, ``first:N[%]``, ``end:N[%]``, ``random:N[%]`` or ``N`` (= ``random:N``); ValueError saying what
+        is wrong."""
+        import re
+
+        if isinstance(text, int) and not isinstance(text, bool):
+            text = str(text)
+        if not isinstance(text, str):
+            raise ValueError(f"must be a string such as all, first:10%, random:500 or 500; got {text!r}")
+        spec = text.strip().lower().replace(" ", "")
+        if spec == "all":
+            return Sampling("all")
+        m = re.fullmatch(r"(?:(first|end|random):)?(\d+)(%?)", spec)
+        if not m:
+            raise ValueError(f"{text!r} is not a sampling: use all, first:N, first:N%, end:N, end:N%, random:N, "
+                             "random:N% or N (N records at random)")
+        kind, number, percent = m.group(1) or "random", int(m.group(2)), bool(m.group(3))
+        if number == 0:
+            raise ValueError(f"{text!r} keeps no record; drop the source instead")
+        if percent and number > 100:
+            raise ValueError(f"{text!r} is more than 100%; oversample with repeat: K")
+        return Sampling(kind, count=None if percent else number, percent=number if percent else None)
+
+
+@dataclass
+class DataSource:
+    """One annotation file of a mixture: ``data.train`` / ``data.val`` as a list of these (lrc/data/mixture.py,
+    docs/data.md). ``annotations`` is required (validation says so); paths are relative to ``data.root``."""
+
+    annotations: Optional[LocalPath] = None  # the annotation file (any format)
+    root: Optional[LocalPath] = None  # media paths resolve against this folder; default: the file's folder
+    format: Literal[SOURCE_FORMATS] = "auto"
+    # all | first:N | first:N% | end:N | end:N% | random:N | random:N% | N (= random:N); chosen once per run
+    sampling: Union[Annotated[str, Text("all, first:N[%], end:N[%], random:N[%] or N")], PositiveInt] = "all"
+    repeat: PositiveInt = 1  # the sampled records K times over (oversampling)
+
+
 @dataclass
 class DataConfig:
     root: str = "data/synth"  # corpus folder; train/val are relative to it
-    train: str = "train.jsonl"
-    val: str = "val.jsonl"
+    # an annotation file (any format, detected), or a mixture: a list of sources
+    train: Union[str, list[DataSource]] = "train.jsonl"
+    val: Union[str, list[DataSource]] = "val.jsonl"
+    frame_folder_fps: PositiveFloat = 1.0  # frame rate of a folder of frames whose record gives no fps
     synth_videos: Optional[PositiveInt] = None  # synthesise a corpus of this many videos if root is missing
     synth_answer_style: Literal[ANSWER_STYLES] = "letter"  # see docs/data.md
     synth_multi_turn_train: bool = False  # train records: one multi-turn conversation per video
@@ -120,6 +187,9 @@ class DataConfig:
     cache_frames: bool = False  # keep decoded frames in RAM (deterministic samplers only)
     tasks: Optional[list[Literal[TASKS]]] = None  # use only records of these tasks (None: all)
     read_timeout_s: PositiveFloat = 30.0  # give up on a video open/read after this long; the sample is skipped
+    # media paths must resolve inside data.root (no absolute paths elsewhere, no ../ or symlinks out of it);
+    # true lets a record name any file lrc can read (docs/data.md, "Where media may be")
+    allow_outside_root: bool = False
     max_bad_fraction: UnitInterval = 0.05  # stop the run when more than this fraction of a split is unreadable
     packing: PackingConfig = field(default_factory=PackingConfig)
 
@@ -178,6 +248,9 @@ class ModelConfig:
     # to null removes that head (model.heads.mask=null)
     heads: dict[str, Optional[Annotated[dict, Plugin(HEADS)]]] = field(default_factory=dict)
     init: Optional[InitConfig] = field(default_factory=InitConfig)
+    # the prompt format (chat template) the model reads, a prompts plugin (lrc/data/prompt.py); null: the one
+    # model.init's checkpoint implies (internvl2_5 for InternVL2.5 / InternVideo2.5 folders), else chatml
+    prompt: Optional[Annotated[dict, Plugin(PROMPTS)]] = None
 
 
 @dataclass
@@ -271,7 +344,7 @@ TRAINER_RANGES: dict[str, Range] = {
 }
 DISTRIBUTED_KEYS = {"accelerator": "accelerator", "devices": "devices", "num_nodes": "num_nodes",
                     "strategy": "strategy", "precision": "precision"}
-OWNED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing")
+OWNED_TRAINER_KEYS = ("logger", "callbacks", "default_root_dir", "enable_checkpointing", "plugins")
 
 
 # ---------------------------------------------------------------------------------------------

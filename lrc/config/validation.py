@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lrc.config.loading import LoadedConfig
 from lrc.config.schema import (COMPONENTS, CUDA_ONLY_STRATEGIES, DISTRIBUTED_KEYS, LIGHTNING_STRATEGY_NAMES,
                                OWNED_TRAINER_KEYS, SECTIONS, SEQUENCE_PARALLEL_ATTENTION, TRAINER_RANGES,
-                               TokenDropout, head_slots, hints, plugin_marker, slot_node)
+                               Sampling, TokenDropout, head_slots, hints, plugin_marker, slot_node)
 from lrc.constraints import check_value
 from lrc.errors import ConfigError
 from lrc.registry import PluginError, Registry, suggest
@@ -294,6 +294,22 @@ def _fill(node: dict[str, Any], schema: type) -> None:
             node[name] = defaults[name]
         elif isinstance(node[name], dict) and _dataclass_of(annotation) is not None:
             _fill(node[name], _dataclass_of(annotation))  # type: ignore[arg-type]
+        elif isinstance(node[name], list) and _item_dataclass_of(annotation) is not None:
+            for item in node[name]:  # a list of blocks (data.train as sources): each block's defaults
+                if isinstance(item, dict):
+                    _fill(item, _item_dataclass_of(annotation))  # type: ignore[arg-type]
+
+
+def _item_dataclass_of(annotation: Any) -> type | None:
+    """The dataclass of ``list[Schema]``, also inside a union (``str | list[Schema]``), else None."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    for member in members:
+        if typing.get_origin(member) is list and typing.get_args(member):
+            found = _dataclass_of(typing.get_args(member)[0])
+            if found is not None:
+                return found
+    return None
 
 
 def token_dropout_schedule(cfg: dict[str, Any]) -> TokenDropout | None:
@@ -510,7 +526,31 @@ def _check_sequence_parallel(c: _Checks) -> None:
                       f"{count * nodes}; each group of {size} ranks shares one sequence")
 
 
+def _check_sources(c: _Checks) -> None:
+    """``data.train`` / ``data.val`` as a list of sources: at least one, each with its annotation file and a
+    sampling that parses (whether the files exist is checked when a run starts: lrc/data/mixture.py)."""
+    for split in ("train", "val"):
+        key = f"data.{split}"
+        spec = c.get(key)
+        if not isinstance(spec, list):
+            continue
+        if not spec:
+            c.report(key, "an empty list has no source: give a file path, or a list of {annotations: FILE, ...}")
+        for i, node in enumerate(spec):
+            if not isinstance(node, dict):
+                continue
+            name = f"source [{i}] ({node.get('annotations')})"
+            if not node.get("annotations"):
+                c.report(key, f"source [{i}]: annotations: required, the annotation file of this source (relative to "
+                              "data.root)")
+            try:
+                Sampling.parse(node.get("sampling", "all"))
+            except ValueError as exc:
+                c.report(key, f"{name}: sampling: {exc}")
+
+
 def _check_data(c: _Checks) -> None:
+    _check_sources(c)
     if c.get("data.tasks") == []:
         c.report("data.tasks", "an empty list keeps no record; use null for all tasks")
     if c.get("data.synth_tasks") == []:

@@ -24,7 +24,7 @@ class AnnotationError(LrcError, ValueError):
 @dataclass
 class Record:
     id: str
-    video: Path  # absolute
+    video: Path | None  # absolute; None for an image record (``images``)
     conversations: list[dict[str, str]]
     task: str = "chat"
     question_type: str | None = None
@@ -40,13 +40,32 @@ class Record:
     track: dict[str, Any] | None = None  # {"boxes": [box | null per video frame], "masks": [RLE | null ...]}
     input_boxes: list[list[float]] | None = None  # one normalised box per <region> in the human turns
     rejected: str | None = None  # preference: the losing answer
+    # an image record: its images in order (each a one-frame clip, one <image> placeholder each); video is None
+    images: list[Path] | None = None
+    start: float | None = None  # a segment of the video, in seconds: only [start, end) is sampled
+    end: float | None = None
+    fps: float | None = None  # as the record states it: the frame rate of a folder of frames
+
+    @property
+    def media(self) -> list[Path]:
+        """The record's media files: its video, or its images."""
+        return list(self.images) if self.images is not None else [self.video] if self.video is not None else []
+
+    @property
+    def media_label(self) -> str:
+        """The media as one string, for messages and skip reports: the video path, or the image paths."""
+        return ", ".join(str(p) for p in self.media)
 
 
 _KNOWN = {"id", "video", "conversations", "task", "question_type", "options", "answer", "duration", "fps",
-          "spans", "frame", "box", "track", "input_boxes", "rejected"}
+          "spans", "frame", "box", "track", "input_boxes", "rejected", "image", "images", "start", "end"}
 VIDEO_PLACEHOLDER = "<video>"
+IMAGE_PLACEHOLDER = "<image>"  # in an image record: one per image, in order
+# tasks that need a video (time or per-video-frame tracks); an image record can have the others
+VIDEO_TASKS = ("temporal", "mask")
 REGION_PLACEHOLDER = "<region>"
-# records hold one video; an <image> placeholder would become a special token with no media behind it
+# not in a video record: there an <image> would become a special token with no media behind it (an image
+# record's <image> placeholders mark its images)
 UNSUPPORTED_PLACEHOLDERS = ("<image>",)
 
 
@@ -161,6 +180,76 @@ def _check_tpo(obj: dict[str, Any], bad: Any) -> None:
             bad("track.masks", "a mask record needs masks (COCO RLE or null per video frame)")
 
 
+def _images(obj: dict[str, Any], bad: Any) -> list[str] | None:
+    """An image record's image paths (``image``: one path, ``images``: a list), or None for a video record."""
+    if obj.get("image") is None and obj.get("images") is None:
+        return None
+    if obj.get("image") is not None and obj.get("images") is not None:
+        bad("images", "give `image` (one path) or `images` (a list), not both")
+        return []
+    if obj.get("video") is not None:
+        bad("video", "a record holds one video or images, not both; split it into two records")
+    value = obj["image"] if obj.get("image") is not None else obj["images"]
+    name = "image" if obj.get("image") is not None else "images"
+    paths = [value] if name == "image" else value
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
+        what = "a path string" if name == "image" else "a non-empty list of path strings"
+        bad(name, f"must be {what}, got {_r(value)}")
+        return []
+    for i, p in enumerate(paths):
+        if is_remote(p):
+            bad(name if name == "image" else f"images[{i}]", f"{_r(p)} is a URL; lrc reads local files only "
+                "(download the media and give its path)")
+    return paths
+
+
+def _check_image_record(obj: dict[str, Any], conv: Any, images: list[str], bad: Any) -> None:
+    """An image record: one <image> per image over the human turns, in order; no <video>; a task that needs
+    no video."""
+    if not isinstance(conv, list) or not conv:
+        bad("conversations", "missing or not a non-empty list")
+        return
+    human = []
+    for i, turn in enumerate(conv):
+        if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
+            bad(f"conversations[{i}]", 'must be {"from": "human"|"gpt", "value": "..."}')
+            continue
+        if VIDEO_PLACEHOLDER in turn["value"]:
+            bad(f"conversations[{i}]", f"an image record has no video: remove the {VIDEO_PLACEHOLDER} (an "
+                f"{IMAGE_PLACEHOLDER} marks each image)")
+        if turn["from"] == "gpt" and IMAGE_PLACEHOLDER in turn["value"]:
+            bad(f"conversations[{i}]", f"a gpt turn contains {IMAGE_PLACEHOLDER}; placeholders belong in human turns")
+        if turn["from"] == "human":
+            human.append(turn["value"])
+    if not any(isinstance(t, dict) and t.get("from") == "gpt" for t in conv):
+        bad("conversations", "has no gpt turn to learn from")
+    n = sum(v.count(IMAGE_PLACEHOLDER) for v in human)
+    if images and n != len(images):
+        bad("conversations", f"the human turns have {n} {IMAGE_PLACEHOLDER} placeholder(s) for {len(images)} "
+            f"image(s); put one {IMAGE_PLACEHOLDER} where each image goes, in the order of the images")
+    task = obj.get("task", "chat")
+    if task in VIDEO_TASKS:
+        bad("task", f"a {task} record needs a video; an image record can be "
+            f"{', '.join(t for t in TASKS if t not in VIDEO_TASKS)}")
+
+
+def _check_segment(obj: dict[str, Any], image_record: bool, bad: Any) -> None:
+    """``start`` / ``end``: a segment of the video in seconds, ``0 <= start < end``."""
+    start, end = obj.get("start"), obj.get("end")
+    if start is None and end is None:
+        return
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (not _number(value) or value < 0):
+            bad(name, f"must be a number of seconds >= 0, got {_r(value)}")
+    if _number(start) and _number(end) and start >= end:
+        bad("end", f"must be after start ({start} s), got {end}")
+    if image_record:
+        bad("start" if start is not None else "end", "a segment (start/end) applies to a video; this record has images")
+    if obj.get("spans") is not None:
+        bad("spans", "a record with a segment (start/end) cannot have spans (they are in video seconds); trim the "
+            "video, or drop start/end")
+
+
 def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
     def bad(field_name: str, what: str) -> None:
         problems.append(f"{where}: {field_name}: {what}")
@@ -173,11 +262,14 @@ def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
     if not isinstance(rid, (str, int)) or isinstance(rid, bool) or rid == "":
         bad("id", f"missing or not a string (got {_r(rid)})")
     conv = obj.get("conversations")
-    # placeholders against media: exactly one <video> in the human turns, and a video path behind it
+    images = _images(obj, bad)  # None: a video record
     n_video = 0
-    if not isinstance(conv, list) or not conv:
+    if images is not None:
+        _check_image_record(obj, conv, images, bad)
+    elif not isinstance(conv, list) or not conv:
         bad("conversations", "missing or not a non-empty list")
     else:
+        # placeholders against media: exactly one <video> in the human turns, and a video path behind it
         for i, turn in enumerate(conv):
             if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
                 bad(f"conversations[{i}]", 'must be {"from": "human"|"gpt", "value": "..."}')
@@ -197,11 +289,15 @@ def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
             bad("conversations", f"found {n_video} {VIDEO_PLACEHOLDER} placeholders; a record holds exactly one video")
         for tag in UNSUPPORTED_PLACEHOLDERS:
             if any(tag in v for v in values):
-                bad("conversations", f"{tag} placeholders are not supported (a record holds one video, given by "
-                    f"`video` and {VIDEO_PLACEHOLDER}); remove the {tag}")
-    if not isinstance(obj.get("video"), str) or not obj.get("video"):
+                bad("conversations", f"{tag} placeholders are not supported in a video record (its video is given "
+                    f"by `video` and {VIDEO_PLACEHOLDER}; {tag} marks the images of an image record, given by "
+                    f"`image`/`images`); remove the {tag}, or read a LLaVA file, where {tag} stands for the "
+                    "video, with format llava")
+    if images is None and (not isinstance(obj.get("video"), str) or not obj.get("video")):
         needs = f"; the conversation's {VIDEO_PLACEHOLDER} placeholder needs one" if n_video else ""
         bad("video", f"missing or not a path string (got {_r(obj.get('video'))}){needs}")
+    elif images is None and is_remote(obj["video"]):
+        bad("video", f"{_r(obj['video'])} is a URL; lrc reads local files only (download the video and give its path)")
     task = obj.get("task", "chat")
     if not isinstance(task, str):
         bad("task", f"must be a string, one of {', '.join(TASKS)}; got {_r(task)}")
@@ -224,16 +320,51 @@ def _check(obj: Any, where: str, problems: list[str]) -> Record | None:
     fps = obj.get("fps")
     if fps is not None and (not _number(fps) or fps <= 0):
         bad("fps", f"must be a positive number of frames per second, got {_r(fps)}")
+    _check_segment(obj, images is not None, bad)
     _check_tpo(obj, bad)
     if len(problems) > before:
         return None
     return Record(
-        id=str(obj["id"]), video=Path(obj["video"]), conversations=conv, task=task,
+        id=str(obj["id"]), video=None if images is not None else Path(obj["video"]), conversations=conv, task=task,
         question_type=obj.get("question_type"), options=options, answer=answer, duration=duration,
         extra={k: v for k, v in obj.items() if k not in _KNOWN},
         spans=obj.get("spans"), frame=obj.get("frame"), box=obj.get("box"), track=obj.get("track"),
         input_boxes=obj.get("input_boxes"), rejected=obj.get("rejected"),
+        images=[Path(p) for p in images] if images is not None else None, start=obj.get("start"),
+        end=obj.get("end"), fps=fps,
     )
+
+
+def check_record(obj: Any, where: str, problems: list[str]) -> Record | None:
+    """One annotation object in lrc's schema as a Record (media paths as written), or None after appending
+    every problem to ``problems`` as ``where: field: what is wrong``. The readers of every annotation format
+    (lrc/data/formats/) end here, so all formats are held to the same schema."""
+    return _check(obj, where, problems)
+
+
+def parse_json(text: str) -> tuple[Any, str | None]:
+    """Strict JSON (no NaN/Infinity, no overflowing numbers, no duplicate keys): ``(value, None)`` or
+    ``(None, what is wrong)``."""
+    return _parse_line(text)
+
+
+def strict_decoder() -> json.JSONDecoder:
+    """A decoder as strict as :func:`parse_json`, for reading a JSON array item by item (``raw_decode``);
+    its errors are ``ValueError`` (:func:`parse_json` words them)."""
+    return json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_unique_keys)
+
+
+def is_remote(path: str) -> bool:
+    """A URL (``http://``, ``s3://`` ...): lrc reads local files only."""
+    return "://" in path
+
+
+def resolve_media(rec: Record, root: Path) -> None:
+    """Make ``rec``'s media paths absolute: a relative path resolves against ``root``."""
+    if rec.video is not None and not rec.video.is_absolute():
+        rec.video = root / rec.video
+    if rec.images is not None:
+        rec.images = [p if p.is_absolute() else root / p for p in rec.images]
 
 
 class _LineProblem(ValueError):
@@ -310,7 +441,7 @@ def load_annotations(path: Path | str, media_root: Path | str | None = None) -> 
                 continue
             seen[rec.id] = where
             rec.source = where
-            rec.video = rec.video if rec.video.is_absolute() else root / rec.video
+            resolve_media(rec, root)
             records.append(rec)
     if problems:
         shown = "\n  ".join(problems[:50])

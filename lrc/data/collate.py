@@ -9,6 +9,8 @@ these keys and nothing else of the data pipeline. For B usable samples with fram
     attention_mask       long [B, L]
     pixel_values         float [ΣT_i, 3, S, S], normalised with the encoder's mean/std
     frames_per_sample    [T_1 ... T_B];  timestamps: B × float [T_i] seconds;  durations: float [B] seconds
+    media                per sample "video" (its T_i frames are one video, compressed in clips) or "image"
+                         (T_i images, each a one-frame clip; timestamps and duration 0)
     ids, question_type, task      per-sample strings
     answer_start         long [B], where each sample's first answer begins
     option_ids, answer_index      MCQ scoring: option token ids, the correct option (-1: not an MCQ)
@@ -57,6 +59,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         option_ids=[it.get("option_ids", []) for it in items],
         answer_index=torch.tensor([it.get("answer_index", -1) for it in items]),
         query_positions=[it.get("query_positions", []) for it in items],
+        media=[it.get("media", "video") for it in items],
     )
     preference = [b for b, it in enumerate(items) if "rejected_input_ids" in it]
     if preference:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,23 +26,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.config.schema import DataConfig  # the defaults below are the config's
-from lrc.data.annotations import Record, load_annotations
+from lrc.data.annotations import Record
 from lrc.data.collate import Collate
+from lrc.data.media import Skipped, open_video, read_images, segment_frames
+from lrc.data.paths import MediaPolicy
+from lrc.data.mixture import Source, SourceCount, counts_table, load_split
 from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
 from lrc.data.sharding import data_parallel_rank, eval_sampler
 from lrc.data.tasks import task_targets
 from lrc.data.prompt import PromptBuilder, PromptError
-from lrc.data.video import VideoFile, VideoReadError
+from lrc.data.video import VideoReadError
 from lrc.errors import LrcError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Skipped:
-    id: str
-    video: str
-    reason: str
 
 
 class TooManyBadSamples(LrcError, RuntimeError):
@@ -80,9 +75,15 @@ class VideoConversationDataset(Dataset):
         max_length: int = DataConfig.max_length,
         cache_frames: bool = DataConfig.cache_frames,
         read_timeout_s: float | None = DataConfig.read_timeout_s,
+        frame_folder_fps: float = DataConfig.frame_folder_fps,
+        media_root: str | Path | None = None,
+        allow_outside_root: bool = DataConfig.allow_outside_root,
     ):
+        """``media_root`` / ``allow_outside_root``: where a record's media may be (lrc/data/paths.py; None: anywhere)."""
         self.records = records
+        self.policy = MediaPolicy(media_root, allow_outside_root)
         self.read_timeout_s = read_timeout_s
+        self.frame_folder_fps = frame_folder_fps
         self.sampler = sampler
         self.prompts = prompts
         self.image_size = image_size
@@ -96,17 +97,63 @@ class VideoConversationDataset(Dataset):
         return len(self.records)
 
     def _frames(self, rec: Record) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-        """frames [T,S,S,3] uint8, timestamps [T] s, duration s, and the sampled video frame indices [T]."""
-        key = str(rec.video)
+        """frames [T,S,S,3] uint8, timestamps [T] s, duration s, and the sampled video frame indices [T].
+
+        An image record's frames are its images (timestamps 0, duration 0). A record's segment (``start``/
+        ``end``) is sampled as a video of its own: indices count video frames, timestamps and duration the
+        segment's seconds."""
+        key = _media_key(rec)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        with VideoFile(rec.video, size=self.image_size, timeout_s=self.read_timeout_s) as video:
-            indices, timestamps = self.sampler(video.num_frames, video.fps, video.duration)
-            frames = video.get_frames(indices)
-            duration = video.duration
+        self._check_where(rec)
+        if rec.images is not None:
+            frames = read_images(rec.images, size=self.image_size)
+            n = len(frames)
+            out = (frames, np.zeros(n), 0.0, np.arange(n))
+        else:
+            with open_video(rec.video, size=self.image_size, timeout_s=self.read_timeout_s, fps=rec.fps,
+                            frame_folder_fps=self.frame_folder_fps) as video:
+                if rec.start is None and rec.end is None:
+                    indices, timestamps = self.sampler(video.num_frames, video.fps, video.duration)
+                    duration = video.duration
+                else:
+                    lo, hi = segment_frames(video.num_frames, video.fps, rec.start, rec.end, rec.video)
+                    duration = (hi - lo) / video.fps
+                    indices, timestamps = self.sampler(hi - lo, video.fps, duration)
+                    indices = np.asarray(indices) + lo
+                frames = video.get_frames(indices)
+            out = (frames, timestamps, duration, indices)
         if self._cache is not None:
-            self._cache[key] = (frames, timestamps, duration, indices)
-        return frames, timestamps, duration, indices
+            self._cache[key] = out
+        return out
+
+    def _frame_count(self, rec: Record) -> tuple[int, float]:
+        """How many frames ``_frames`` gives ``rec``, and its duration, from metadata alone (no decoding)."""
+        self._check_where(rec)
+        if rec.images is not None:
+            missing = [p for p in rec.images if not p.is_file()]
+            if missing:
+                raise VideoReadError(missing[0], "file not found")
+            return len(rec.images), 0.0
+        with open_video(rec.video, size=self.image_size, timeout_s=self.read_timeout_s, fps=rec.fps,
+                        frame_folder_fps=self.frame_folder_fps) as video:
+            if rec.start is None and rec.end is None:
+                return len(self.sampler(video.num_frames, video.fps, video.duration)[0]), video.duration
+            lo, hi = segment_frames(video.num_frames, video.fps, rec.start, rec.end, rec.video)
+            duration = (hi - lo) / video.fps
+            return len(self.sampler(hi - lo, video.fps, duration)[0]), duration
+
+    def _check_where(self, rec: Record) -> None:
+        """The sample is skipped when one of its media lies where media may not be (lrc/data/paths.py)."""
+        refused = self.policy.first_problem(rec.media)
+        if refused is not None:
+            raise VideoReadError(*refused)
+
+    def _encode(self, rec: Record, duration: float, num_frames: int) -> Any:
+        """The prompt of ``rec``: its video at ``<video>``, or its images at their ``<image>`` placeholders."""
+        if rec.images is not None:
+            return self.prompts.encode_conversation(rec.conversations, None, num_frames, sample_id=rec.id, images=True)
+        return self.prompts.encode_conversation(rec.conversations, duration, num_frames, sample_id=rec.id)
 
     def num_tokens(self, i: int) -> int:
         """Sample i's sequence length as ``__getitem__`` will build it, from the video's metadata alone (no
@@ -115,15 +162,13 @@ class VideoConversationDataset(Dataset):
         video, bad prompt, longer than ``max_length``). Packing plans with it (lrc/data/packing.py)."""
         rec = self.records[i]
         try:
-            key = str(rec.video)
+            key = _media_key(rec)
             if self._cache is not None and key in self._cache:
                 _, timestamps, duration, _ = self._cache[key]
                 num_frames = len(timestamps)
             else:
-                with VideoFile(rec.video, size=self.image_size, timeout_s=self.read_timeout_s) as video:
-                    num_frames = len(self.sampler(video.num_frames, video.fps, video.duration)[0])
-                    duration = video.duration
-            n = len(self.prompts.encode_conversation(rec.conversations, duration, num_frames, sample_id=rec.id).input_ids)
+                num_frames, duration = self._frame_count(rec)
+            n = len(self._encode(rec, duration, num_frames).input_ids)
         except (VideoReadError, PromptError):
             return 0
         return n if n <= self.max_length else 0
@@ -134,18 +179,18 @@ class VideoConversationDataset(Dataset):
             frames, timestamps, duration, indices = self._frames(rec)
         except VideoReadError as exc:
             # logged once per sample by VideoDataModule (main process); here only at debug level
-            log.debug("skipping sample %s (%s): %s", rec.id, rec.video, exc.reason)
-            return {"skipped": Skipped(rec.id, str(rec.video), exc.reason)}
+            log.debug("skipping sample %s (%s): %s", rec.id, rec.media_label, exc.reason)
+            return {"skipped": Skipped(rec.id, rec.media_label, exc.reason)}
         pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255)
         pixels = (pixels - self.mean) / self.std
         try:
-            enc = self.prompts.encode_conversation(rec.conversations, duration, len(frames), sample_id=rec.id)
+            enc = self._encode(rec, duration, len(frames))
         except PromptError as exc:
-            return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+            return {"skipped": Skipped(rec.id, rec.media_label, str(exc))}
         if len(enc.input_ids) > self.max_length:
             reason = (f"sequence of {len(enc.input_ids)} tokens exceeds data.max_length={self.max_length}; "
                       "sample fewer frames, use fewer tokens per frame or raise max_length")
-            return {"skipped": Skipped(rec.id, str(rec.video), reason)}
+            return {"skipped": Skipped(rec.id, rec.media_label, reason)}
         item: dict[str, Any] = {
             "id": rec.id,
             "pixel_values": pixels,
@@ -155,15 +200,18 @@ class VideoConversationDataset(Dataset):
             "answer_start": enc.answer_start,
             "question_type": rec.question_type or rec.task,
             "query_positions": enc.query_positions,
+            "media": "image" if rec.images is not None else "video",
         }
         rejected = getattr(rec, "rejected", None) or rec.extra.get("rejected")
         if rejected is not None:
             # a preference pair (DPO): the same prompt with the losing answer; only the final
             # answers are scored
             try:
-                worse = self.prompts.encode_rejected(rec.conversations, rejected, duration, len(frames), sample_id=rec.id)
+                worse = self.prompts.encode_rejected(rec.conversations, rejected, None if rec.images is not None
+                                                     else duration, len(frames), sample_id=rec.id,
+                                                     **({"images": True} if rec.images is not None else {}))
             except PromptError as exc:
-                return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+                return {"skipped": Skipped(rec.id, rec.media_label, str(exc))}
             item["chosen_labels"] = torch.tensor(self.prompts.last_turn_only(enc).labels)
             item["rejected_input_ids"] = torch.tensor(worse.input_ids)
             item["rejected_labels"] = torch.tensor(worse.labels)
@@ -171,8 +219,8 @@ class VideoConversationDataset(Dataset):
         try:
             targets = task_targets(rec, indices, timestamps, duration, frame_size=tuple(frames.shape[1:3]))
         except ValueError as exc:
-            log.debug("skipping sample %s (%s): %s", rec.id, rec.video, exc)
-            return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+            log.debug("skipping sample %s (%s): %s", rec.id, rec.media_label, exc)
+            return {"skipped": Skipped(rec.id, rec.media_label, str(exc))}
         if "input_boxes" in targets:  # boxes fed into the prompt at <region>, not a head target
             item["input_boxes"] = targets.pop("input_boxes")
         item["task"] = rec.task
@@ -182,9 +230,23 @@ class VideoConversationDataset(Dataset):
             try:
                 item["option_ids"] = self.prompts.option_ids(rec.options)
             except PromptError as exc:
-                return {"skipped": Skipped(rec.id, str(rec.video), str(exc))}
+                return {"skipped": Skipped(rec.id, rec.media_label, str(exc))}
             item["answer_index"] = rec.options.index(rec.answer)
         return item
+
+
+def pool_across_ranks(trainer: Any, found: list[Skipped]) -> list[Skipped]:
+    """Every rank's ``found``, on every rank (one all-reduce of a count; the lists only when one is not empty).
+    All ranks must call it together."""
+    import torch.distributed as dist
+
+    count = torch.tensor([len(found)], device=trainer.strategy.root_device)
+    dist.all_reduce(count)
+    if int(count.item()) == 0:
+        return found
+    shards: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(shards, found)
+    return [s for shard in shards for s in shard]
 
 
 class VideoDataModule(L.LightningDataModule):
@@ -192,8 +254,8 @@ class VideoDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        train_file: str,
-        val_file: str,
+        train_file: str | Sequence[Source],
+        val_file: str | Sequence[Source],
         sampler: Any,
         prompts: PromptBuilder,
         image_size: int,
@@ -211,8 +273,12 @@ class VideoDataModule(L.LightningDataModule):
         max_bad_fraction: float = DataConfig.max_bad_fraction,
         packing: dict[str, int] | None = None,
         sequence_parallel: int = 1,
+        frame_folder_fps: float = DataConfig.frame_folder_fps,
+        media_root: str | Path | None = None,
+        allow_outside_root: bool = DataConfig.allow_outside_root,
     ):
-        """``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
+        """``media_root`` / ``allow_outside_root``: where a record's media may be (data.root,
+        data.allow_outside_root; lrc/data/paths.py). ``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
         studies with and without TPO's task data. ``seed``: the train order of epoch e is a function
         of (seed, e), so an interrupted run resumes mid-epoch exactly (lrc/data/resumable.py).
         ``read_timeout_s``: per video open/read (lrc/data/video.py). ``max_bad_fraction``: stop with
@@ -221,7 +287,10 @@ class VideoDataModule(L.LightningDataModule):
         tokens instead of padded batches of ``batch_size`` (lrc/data/packing.py); None: no packing.
         Validation batches stay padded. ``sequence_parallel``: ranks that share one training sequence
         (model.llm.sequence_parallel, lrc/parallel/sequence_parallel.py); the train order is sharded over groups
-        of that many ranks, so every rank of a group gets the same batches."""
+        of that many ranks, so every rank of a group gets the same batches. ``train_file`` / ``val_file``: an
+        annotation file (any format, detected) or a mixture, a list of :class:`lrc.data.mixture.Source`
+        (read, sampled with ``seed`` and repeated as lrc/data/mixture.py says). ``frame_folder_fps``: the frame
+        rate of a folder of frames whose record gives none (lrc/data/media.py)."""
         super().__init__()
         self.sequence_parallel = sequence_parallel
         self.packing = dict(packing) if packing else None
@@ -229,9 +298,12 @@ class VideoDataModule(L.LightningDataModule):
         self.seed = seed
         self._position: dict[str, int] | None = None  # a resumed run's train position (state_dict below)
         self.files = {"train": train_file, "val": val_file}
+        self.counts: dict[str, list[SourceCount]] = {}  # per split: what each source contributed
         self.tasks = set(tasks) if tasks is not None else None
         self.common = dict(sampler=sampler, prompts=prompts, image_size=image_size, mean=mean, std=std,
-                           max_length=max_length, cache_frames=cache_frames, read_timeout_s=read_timeout_s)
+                           max_length=max_length, cache_frames=cache_frames, read_timeout_s=read_timeout_s,
+                           frame_folder_fps=frame_folder_fps, media_root=media_root,
+                           allow_outside_root=allow_outside_root)
         self.max_bad_fraction = max_bad_fraction
         self.bad: dict[str, dict[str, Skipped]] = {"train": {}, "val": {}}  # split -> id -> first marker
         self.seen: dict[str, int] = {"train": 0, "val": 0}  # samples delivered, bad ones included
@@ -243,38 +315,60 @@ class VideoDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> VideoConversationDataset:
         if split not in self.datasets:
-            records = load_annotations(self.files[split])
+            spec = self.files[split]
+            sources = list(spec) if isinstance(spec, (list, tuple)) else [Source(f"data.{split}", Path(spec))]
+            records, self.counts[split] = load_split(sources, seed=self.seed)
+            log.info("%s", counts_table(split, self.counts[split]))
             if self.tasks is not None:
                 records = [r for r in records if r.task in self.tasks]
                 if not records:
-                    raise ValueError(f"data.tasks={sorted(self.tasks)} keeps no record of {self.files[split]}; "
+                    where = ", ".join(str(s.annotations) for s in sources)
+                    raise ValueError(f"data.tasks={sorted(self.tasks)} keeps no record of {where}; "
                                      "list tasks that the corpus has (docs/data.md)")
             self.datasets[split] = VideoConversationDataset(records, **self.common)
         return self.datasets[split]
 
+    def source_counts(self) -> dict[str, list[dict[str, Any]]]:
+        """Per split read so far, what each source contributed (RUN_DIR/data_sources.json)."""
+        from dataclasses import asdict
+
+        return {split: [asdict(c) for c in counts] for split, counts in self.counts.items()}
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Count the batch's skip markers against the split (main process, so worker processes are
         covered) and stop the run when too many distinct samples are bad."""
-        if not isinstance(batch, dict) or "skipped" not in batch:
-            return batch
         trainer = getattr(self, "trainer", None)
         split = "train" if trainer is not None and trainer.training else "val"
+        found = list(batch.get("skipped", [])) if isinstance(batch, dict) else []
+        if split == "train" and trainer is not None and trainer.world_size > 1:
+            # Under DDP every rank takes each training step, so every rank passes here once per step: the ranks
+            # pool the bad samples they found, and the limit is judged on the whole split's count, not one shard's
+            found = pool_across_ranks(trainer, found)
+        elif not isinstance(batch, dict) or "skipped" not in batch:
+            return batch
+        if isinstance(batch, dict) and "size" in batch:
+            self.seen[split] += batch["size"] + len(batch.get("skipped", []))
+        self.count_bad(split, found)
+        return batch
+
+    def count_bad(self, split: str, found: Sequence[Skipped]) -> None:
+        """Add ``found`` to the split's distinct bad samples (each logged once) and stop the run with
+        :class:`TooManyBadSamples` when more than ``max_bad_fraction`` of the split is bad. Distinct bad samples
+        over the split's size, not over the samples seen so far: the first bad sample of an epoch should not
+        stop a run that allows 5 %. Validation shards may differ in length between ranks (no per-batch
+        agreement is possible there): each rank counts its own against the whole split while validating, and
+        the module pools every rank's at the end of the validation epoch (lrc/train/module.py)."""
         bad = self.bad[split]
-        self.seen[split] += batch["size"] + len(batch["skipped"])
         total = len(self.dataset(split))
-        for s in batch["skipped"]:
+        for s in found:
             if s.id in bad:
                 continue
             bad[s.id] = s
             log.warning("skipping %s sample %s (%s): %s [%d bad of %d seen, %d in the split]",
                         split, s.id, s.video, s.reason, len(bad), self.seen[split], total)
-        # Distinct bad samples over the split's size, not over the samples seen so far: the first bad
-        # sample of an epoch should not stop a run that allows 5 %. Under DDP each rank counts its own
-        # shard against the full size, so the limit is reached later there (by up to the world size).
         if total and len(bad) / total > self.max_bad_fraction:
             skipped = [s for b in self.bad.values() for s in b.values()]
             raise TooManyBadSamples(split, len(bad), total, self.max_bad_fraction, skipped)
-        return batch
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -329,3 +423,10 @@ class VideoDataModule(L.LightningDataModule):
         # under several ranks, each evaluates its own shard; lrc/train/module.py gathers the results
         sampler = eval_sampler(len(self.dataset("val")), getattr(self, "trainer", None))
         return self._loader("val", False, self.eval_batch_size, sampler=sampler)
+
+
+def _media_key(rec: Record) -> str:
+    """What a record's decoded frames depend on: its media and segment (the frame cache's key)."""
+    if rec.start is None and rec.end is None:
+        return rec.media_label
+    return f"{rec.media_label}|{rec.start}|{rec.end}"

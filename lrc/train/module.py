@@ -146,8 +146,10 @@ class VideoMLLMModule(L.LightningModule):
             if self._reference:
                 ref = self._reference[0]
                 frames = batch["pixel_values"].split(batch["frames_per_sample"])
+                media = batch.get("media")
                 ref_visual = ref.encode_video(torch.cat([frames[b] for b in rows]),
-                                              [batch["frames_per_sample"][b] for b in rows])
+                                              [batch["frames_per_sample"][b] for b in rows],
+                                              [media[b] for b in rows] if media else None)
             else:
                 ref, ref_visual = self.model, [v.detach() for v in visual]
             context = self.model.llm.model.disable_adapter() if not self._reference else nullcontext()
@@ -163,7 +165,7 @@ class VideoMLLMModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._note_skipped(batch)
         if self._on_any_rank(not batch["size"]):
-            return None  # every sample of this batch (on some rank) was unreadable; Lightning skips the step
+            return self._skip_step()  # every sample of this batch (on some rank) was unreadable
         out = self.model(batch)
         terms = self.losses(batch, out)
         finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
@@ -178,7 +180,7 @@ class VideoMLLMModule(L.LightningModule):
                 self.nan_skipped += 1
                 log.warning("non-finite loss at %s: %s; batch skipped (run.on_nan=skip, %d so far)",
                             where, terms_text, self.nan_skipped)
-                return None
+                return self._skip_step()
             raise NonFiniteLossError(
                 f"non-finite loss at {where}: {terms_text}. Training stopped; nothing was saved over the last "
                 "good checkpoint. Lower the learning rates (optim.lr), check these samples' videos and "
@@ -188,6 +190,25 @@ class VideoMLLMModule(L.LightningModule):
             # descends (docs/distributed.md), not rank 0's share alone
             self.log(f"train/{name}", value, prog_bar=name == "loss", batch_size=batch["size"], sync_dist=True)
         return terms["loss"]
+
+    def _skip_step(self) -> torch.Tensor | None:
+        """What training_step returns for a batch every rank skips. One process: None, and Lightning runs no
+        backward (the optimizer, finding no gradient, changes nothing). Several ranks: Lightning refuses None,
+        so the step returns a zero loss over every trainable parameter (DDP all-reduces its zero gradients, no
+        rank waits) and on_before_optimizer_step drops the gradients, so that the optimizer again changes nothing
+        (under gradient accumulation, the whole optimizer step that batch belongs to is skipped)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return None
+        self._skipping = True
+        return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)  # type: ignore[return-value]
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if getattr(self, "_skipping", False):
+            self._skipping = False
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    p.grad = None
 
     def _on_any_rank(self, flag: bool) -> bool:
         """``flag`` OR-ed over ranks. A step that one rank skips (an unreadable batch, a non-finite loss)
@@ -256,13 +277,19 @@ class VideoMLLMModule(L.LightningModule):
         trainer = self._trainer
         if trainer is None or trainer.world_size == 1:
             return
+        data = getattr(trainer, "datamodule", None)
+        bad_val = list(data.bad["val"].values()) if hasattr(data, "bad") else []
         shards: list[Any] = [None] * trainer.world_size
-        torch.distributed.all_gather_object(shards, (dict(self._val), self.skipped))
+        torch.distributed.all_gather_object(shards, (dict(self._val), self.skipped, bad_val))
         self._val = defaultdict(list)
-        for results, skipped in shards:
+        pooled: list[Skipped] = []
+        for results, skipped, bad in shards:
             for key, values in results.items():
                 self._val[key] += values
             self.skipped.update(skipped)
+            pooled += bad
+        if hasattr(data, "count_bad"):  # data.max_bad_fraction judged on the whole split (every rank alike)
+            data.count_bad("val", pooled)
 
     def summarise_validation(self) -> dict[str, float]:
         out: dict[str, float] = {}

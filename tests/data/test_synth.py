@@ -294,3 +294,61 @@ def test_text_answers_and_multi_turn_training_records(tmp_path):
     train = load_annotations(tmp_path / "train.jsonl")
     assert all(len(r.conversations) == 8 and r.task == "chat" for r in train)  # 4 questions, 4 answers
     assert sum(t["value"].count("<video>") for t in train[0].conversations) == 1
+
+
+# --- other formats, images, frame folders (`lrc data synth --format llava --images N --frame-folders N`) ---
+
+def test_llava_and_sharegpt_corpora_hold_the_same_records(tmp_path):
+    from lrc.data.formats import read_annotations
+
+    common = dict(videos=5, seed=4, size=32, min_seconds=3.0, max_seconds=6.0)
+    synthesize(tmp_path / "lrc", **common)
+    synthesize(tmp_path / "llava", format="llava", **common)
+    synthesize(tmp_path / "sharegpt", format="sharegpt", **common)
+    meta = json.loads((tmp_path / "lrc" / "meta.json").read_text())
+    assert "format" not in meta  # a default corpus's meta.json is as before
+    rows = json.loads((tmp_path / "llava" / "train.json").read_text())  # one JSON array
+    assert rows[0]["conversations"][0]["value"].startswith("<image>\n") and rows[0]["video"].startswith("videos/")
+    assert json.loads((tmp_path / "sharegpt" / "train.jsonl").read_text().splitlines()[0])["messages"][0]["role"] == "user"
+    base = read_annotations(tmp_path / "lrc" / "train.jsonl").records
+    for name, file in (("llava", "train.json"), ("sharegpt", "train.jsonl")):
+        loaded = read_annotations(tmp_path / name / file)
+        assert loaded.format == name
+        assert [(r.id, r.conversations, r.options, r.answer) for r in loaded.records] == \
+               [(r.id, r.conversations, r.options, r.answer) for r in base]
+    assert (tmp_path / "llava" / "tokenizer" / "tokenizer.json").read_bytes() == \
+           (tmp_path / "lrc" / "tokenizer" / "tokenizer.json").read_bytes()
+
+
+def test_images_and_frame_folders(tmp_path):
+    from PIL import Image
+    from transformers import AutoTokenizer
+
+    from lrc.data.formats import read_annotations
+    from lrc.data.media import open_video
+
+    out = tmp_path / "mix"
+    from lrc.cli import main
+
+    assert main(["data", "synth", str(out), "--videos", "4", "--size", "32", "--images", "5", "--frame-folders", "2",
+                 "--format", "llava"]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format"] == "llava" and len(meta["frame_folders"]) == 2 and meta["images"] == 5
+    videos = read_annotations(out / "train.json").records + read_annotations(out / "val.json").records
+    folders = [r for r in videos if r.video.is_dir()]
+    assert {str(r.video.relative_to(out)) for r in folders} == set(meta["frame_folders"])
+    for rec in folders:
+        with open_video(rec.video, fps=rec.fps) as video:
+            assert video.num_frames == len(list(rec.video.glob("*.png")))
+            assert video.duration == pytest.approx(rec.duration)
+    images = read_annotations(out / "train_images.json").records + read_annotations(out / "val_images.json").records
+    assert sum(meta["image_records"].values()) == len(images)
+    single = [r for r in images if len(r.images) == 1]
+    pairs = [r for r in images if len(r.images) == 2]
+    assert len(single) == 15 and len(pairs) >= 1  # colour, shape, count per image; a pair per two images of a split
+    assert all(Image.open(p).size == (32, 32) for r in images for p in r.images)
+    assert all("second image" in r.conversations[0]["value"] for r in pairs)
+    tok = AutoTokenizer.from_pretrained(str(out / "tokenizer"))
+    for r in images:
+        assert tok.unk_token_id not in tok(r.conversations[0]["value"], add_special_tokens=False).input_ids
+    assert tok.unk_token_id not in tok("Image1: Image2: ", add_special_tokens=False).input_ids

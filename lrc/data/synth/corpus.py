@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lrc.config.schema import ANSWER_STYLES, SYNTH_TASKS, DataConfig
+from lrc.config.schema import ANNOTATION_FORMATS, ANSWER_STYLES, SYNTH_TASKS, DataConfig
 from lrc.data.synth.scenes import (DIRECTIONS, PALETTE, SHAPES, AnswerDeck, encode_video, mcq, render,
                                   render_with_labels, video_codec, video_spec)
 
@@ -55,6 +55,10 @@ TASKS = SYNTH_TASKS
 # tokenizer that has them already keeps the demo model's vocabulary fixed.
 TASK_TOKENS = ("<temp>", "<box>", "<track>", "<region>", "<temp_begin>", "<box_begin>", "<track_begin>")
 COUNT_QUESTION = "How many objects are in the video?"
+IMAGE_COUNT_QUESTION = "How many objects are in the image?"
+# the words lrc's prompt puts around images (lrc/data/prompt.py: "ImageN: " before each of several images),
+# in the vocabulary of a corpus with images
+IMAGE_PROMPT_TEXTS = ("Image1: ",)
 # with a temporal event the extra object is on screen only part of the time: count what stays
 COUNT_QUESTION_WITH_EVENT = "How many objects are visible for the whole video?"
 TRACK_MAX_SECONDS = 20.0  # region/mask records (per-frame boxes and masks) only for videos this short
@@ -228,6 +232,9 @@ def synthesize(
     answer_style: str = DataConfig.synth_answer_style,
     multi_turn_train: bool = DataConfig.synth_multi_turn_train,
     tasks: Sequence[str] | str = tuple(DataConfig().synth_tasks),
+    format: str = "lrc",
+    images: int = 0,
+    frame_folders: int = 0,
 ) -> dict[str, Any]:
     """Write the synthetic corpus into ``out_dir``; returns ``{"videos", "train", "val", "out_dir"}``.
 
@@ -243,6 +250,14 @@ def synthesize(
     streams, so the default (``("mcq",)``) corpus is byte for byte the one earlier versions wrote and,
     with TPO tasks, the videos' objects, paths and questions stay the same (an event video only gains
     its event object and words its count question as ``COUNT_QUESTION_WITH_EVENT``).
+
+    ``format``: the annotation format of the files (lrc/data/formats/): ``lrc`` (``train.jsonl``), ``llava``
+    (``train.json``, a JSON array, ``<image>`` as the video's placeholder as LLaVA-Video-178K writes it) or
+    ``sharegpt`` (``train.jsonl`` with ``messages`` and ``videos``). ``images``: also write that many still
+    images (``images/``) with colour, shape and count questions, and one two-image question per pair of
+    images, to ``train_images`` / ``val_images`` (a source of their own in a mixture). ``frame_folders``: that
+    many of the videos are written as folders of PNG frames (their records give the fps) instead of MP4.
+    Images and frame folders draw from random streams of their own: the videos' questions stay the same.
     """
     if videos < 1:
         raise ValueError(f"synthesize: videos must be >= 1, got {videos}")
@@ -250,6 +265,11 @@ def synthesize(
         raise ValueError(f"synthesize: answer_style must be one of {ANSWER_STYLES}, got {answer_style!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"synthesize: val_fraction must be in [0, 1), got {val_fraction}")
+    if format not in ANNOTATION_FORMATS:
+        raise ValueError(f"synthesize: format must be one of {ANNOTATION_FORMATS}, got {format!r}")
+    if images < 0 or frame_folders < 0 or frame_folders > videos:
+        raise ValueError(f"synthesize: need images >= 0 and 0 <= frame_folders <= videos, got {images} and "
+                         f"{frame_folders}")
     if size < 16 or size % 2:
         raise ValueError(f"synthesize: size must be an even number of pixels >= 16 (yuv420p), got {size}")
     if not 0 < min_seconds <= max_seconds:
@@ -274,6 +294,7 @@ def synthesize(
                  "val": AnswerDeck(np.random.default_rng([seed, 5]))}
 
     records: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    folders = set(int(i) for i in np.random.default_rng([seed, 6]).permutation(videos)[:frame_folders])
     total_frames = 0
     events = 0
     # needle haystacks are videos of their own (lrc/data/synth/needle.py); a needle-only corpus has no base videos
@@ -285,8 +306,8 @@ def synthesize(
         objects = [{"shape": o["shape"], "colour": o["colour"], "direction": spec["direction"]}
                    for o in spec["objects"]]
         questions = _questions(spec, rng, decks[split], answer_style)
-        common = {"video": f"videos/{name}.mp4", "duration": round(spec["num_frames"] / spec["fps"], 4),
-                  "fps": float(spec["fps"])}
+        common = {"video": f"videos/{name}" if i in folders else f"videos/{name}.mp4",
+                  "duration": round(spec["num_frames"] / spec["fps"], 4), "fps": float(spec["fps"])}
 
         # TPO extras, each task from its own stream (seed, 300 + task, i)
         tpo_records: list[dict[str, Any]] = []
@@ -321,7 +342,10 @@ def synthesize(
             frames = render(spec, size)
         else:
             frames = recorder.frames(render_with_labels(spec, size))
-        encode_video(frames, out / "videos" / f"{name}.mp4", spec["fps"], size, codec)
+        if i in folders:
+            _write_frame_folder(frames, out / "videos" / name)
+        else:
+            encode_video(frames, out / "videos" / f"{name}.mp4", spec["fps"], size, codec)
         total_frames += spec["num_frames"]
 
         if recorder is not None and "region" in tasks:
@@ -391,8 +415,10 @@ def synthesize(
         for split, found in training_records(out, videos, seed, size, answer_style, val_fraction).items():
             records[split] += found
 
+    image_records = _image_records(out, images, seed, size, val_fraction, answer_style) if images else {}
     all_records = records["train"] + records["val"]
-    _build_tokenizer(_corpus_texts(all_records), out / "tokenizer")
+    texts = _corpus_texts(all_records + [r for split in image_records.values() for r in split])
+    _build_tokenizer(texts, out / "tokenizer", extra_texts=IMAGE_PROMPT_TEXTS if images else ())
     qtype_counts = {q: sum(r["question_type"] == q for r in all_records) for q in QUESTION_TYPES}
     meta = {
         "generator": GENERATOR_VERSION,
@@ -425,14 +451,109 @@ def synthesize(
     if "needle" in tasks:
         meta["needle_question_types"] = {q: sum(r["question_type"] == q for r in all_records)
                                          for q in ("needle_single", "needle_multi")}
+    ext = ".json" if format == "llava" else ".jsonl"
+    if format != "lrc" or images or frame_folders:  # absent from a default corpus's meta.json, as earlier versions
+        meta["format"] = format
+        meta["files"] = {split: f"{split}{ext}" for split in ("train", "val")}
+        meta["frame_folders"] = sorted(f"videos/synth-{i:06d}" for i in folders)
+        if images:
+            meta["images"] = images
+            meta["files"].update({f"{split}_images": f"{split}_images{ext}" for split in ("train", "val")})
+            meta["image_records"] = {split: len(found) for split, found in image_records.items()}
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for split, found in image_records.items():
+        _write_records(found, out / f"{split}_images{ext}", format)
     for split in ("val", "train"):  # train last: its presence marks a complete corpus (lrc.train.run)
-        tmp = out / f"{split}.jsonl.tmp"
+        _write_records(records[split], out / f"{split}{ext}", format)
+    summary = {"videos": videos, "train": len(records["train"]), "val": len(records["val"]), "out_dir": str(out)}
+    if images:
+        summary.update(train_images=len(image_records["train"]), val_images=len(image_records["val"]))
+    return summary
+
+
+def _write_records(rows: list[dict[str, Any]], path: Path, format: str) -> None:
+    """Records (lrc's schema) as an annotation file of ``format``, written to a temporary file and renamed."""
+    if format == "lrc":
+        tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w", encoding="utf-8") as fh:
-            for rec in records[split]:
+            for rec in rows:
                 fh.write(json.dumps(rec) + "\n")
-        os.replace(tmp, out / f"{split}.jsonl")
-    return {"videos": videos, "train": len(records["train"]), "val": len(records["val"]), "out_dir": str(out)}
+        os.replace(tmp, path)
+        return
+    from lrc.data.annotations import AnnotationError, check_record
+    from lrc.data.formats import FORMATS
+
+    module = FORMATS[format]
+    problems: list[str] = []
+    converted = []
+    for n, row in enumerate(rows):
+        rec = check_record(row, f"{path.name}[{n}]", problems)
+        if rec is None:
+            raise AnnotationError("synthesize wrote a record outside lrc's schema: " + "; ".join(problems))
+        converted.append(module.from_record(rec, [p.as_posix() for p in rec.media]))
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        if path.suffix == ".json":
+            fh.write("[\n" + ",\n".join(json.dumps(row) for row in converted) + "\n]\n")
+        else:
+            for row in converted:
+                fh.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_frame_folder(frames: Iterable[np.ndarray], folder: Path) -> None:
+    """A video as a folder of PNG frames, 000000.png, 000001.png ..."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, frame in enumerate(frames):
+        Image.fromarray(np.ascontiguousarray(frame)).save(folder / f"{k:06d}.png")
+
+
+def _image_records(out: Path, count: int, seed: int, size: int, val_fraction: float,
+                   answer_style: str) -> dict[str, list[dict[str, Any]]]:
+    """``count`` still images (one frame of a scene: 1-3 shapes on a dark background) with three MCQs each
+    (colour, shape, count) and, per pair of consecutive images of a split, a two-image MCQ (the colour of a
+    shape in the second image). Random streams (seed, 400...) of their own."""
+    from PIL import Image
+
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    num_val = min(max(int(round(val_fraction * count)), 1), count - 1) if count >= 2 else 0
+    val = set(int(i) for i in np.random.default_rng([seed, 401]).permutation(count)[:num_val])
+    decks = {"train": AnswerDeck(np.random.default_rng([seed, 402])),
+             "val": AnswerDeck(np.random.default_rng([seed, 403]))}
+    found: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    last: dict[str, tuple[str, dict[str, Any]] | None] = {"train": None, "val": None}
+    for j in range(count):
+        rng = np.random.default_rng([seed, 400, j])
+        spec = video_spec(rng, size, 1.0, 1.0)
+        frame = next(iter(render(spec, size)))
+        name = f"image-{j:06d}"
+        Image.fromarray(np.ascontiguousarray(frame)).save(out / "images" / f"{name}.png")
+        split = "val" if j in val else "train"
+        questions = _questions(spec, rng, decks[split], answer_style)
+        objects = [{"shape": o["shape"], "colour": o["colour"]} for o in spec["objects"]]
+        for qtype in ("colour", "shape", "count"):
+            text, options, answer = questions[qtype]
+            text = text.replace("<video>", "<image>").replace(COUNT_QUESTION, IMAGE_COUNT_QUESTION)
+            found[split].append({"id": f"{name}-{qtype}", "image": f"images/{name}.png", "task": "mcq",
+                                 "question_type": f"image_{qtype}",
+                                 "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
+                                 "options": options, "answer": answer, "objects": objects})
+        if last[split] is None:
+            last[split] = (name, questions)
+            continue
+        first, _ = last[split]
+        last[split] = None
+        text, options, answer = questions["colour"]
+        shape = text.split("What colour is the ", 1)[1].split("?", 1)[0]
+        text = text.replace("<video>\n", "<image>\n<image>\n").replace(
+            f"What colour is the {shape}?", f"What colour is the {shape} in the second image?")
+        found[split].append({"id": f"{first}-{name}-pair", "images": [f"images/{first}.png", f"images/{name}.png"],
+                             "task": "mcq", "question_type": "image_pair",
+                             "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": answer}],
+                             "options": options, "answer": answer})
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -448,7 +569,7 @@ def _corpus_texts(records: Iterable[dict[str, Any]]) -> list[str]:
     return texts
 
 
-def _build_tokenizer(texts: Iterable[str], save_dir: Path) -> Any:
+def _build_tokenizer(texts: Iterable[str], save_dir: Path, extra_texts: Sequence[str] = ()) -> Any:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -459,7 +580,7 @@ def _build_tokenizer(texts: Iterable[str], save_dir: Path) -> Any:
     task_tokens = list(TASK_TOKENS) if any(t in text for text in texts for t in TASK_TOKENS) else []
     specials = set(SPECIAL_TOKENS) | set(TASK_TOKENS)
     words: set[str] = set()
-    extra = list(PROMPT_TEXTS) + list(string.ascii_uppercase) + list(string.digits)
+    extra = list(PROMPT_TEXTS) + list(extra_texts) + list(string.ascii_uppercase) + list(string.digits)
     for text in texts + extra:
         # special tokens are matched before pre-tokenisation; drop them from the word list
         for token in specials:
