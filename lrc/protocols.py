@@ -1,8 +1,8 @@
 """The plugin protocols: what lrc's core reads and calls on each kind of plugin, and the shared input checks.
 
 One ``typing.Protocol`` per kind (docs/plugins.md): :class:`Encoder`, :class:`Compressor`,
-:class:`Projector`, :class:`LLM`, :class:`Sampler` and :class:`Head` (with :class:`HeadBatch`, what a head
-receives). Each lists exactly the attributes and methods that lrc's core (the builder, the model, the
+:class:`Projector`, :class:`LLM`, :class:`Sampler`, :class:`PromptFormat` and :class:`Head` (with
+:class:`HeadBatch`, what a head receives). Each lists exactly the attributes and methods that lrc's core (the builder, the model, the
 data module, the training module, the parallel and weights layers, the commands) uses on a plugin of
 that kind, with the shapes it relies on. They are ``runtime_checkable``: ``isinstance(plugin, Compressor)``
 checks that the members exist, not their types or shapes; the contract tests
@@ -14,7 +14,7 @@ checkpoints and FSDP. A sampler is any callable object.
 
 Optional capabilities are separate protocols that lrc checks for before using them, never part of a
 kind's required protocol: :class:`TokenDropoutLLM`, :class:`SequenceParallelLLM`,
-:class:`TransformersLLM`, :class:`LoraLLM` and :class:`BoxEncodingHead`. Any component may also declare
+:class:`TransformersLLM`, :class:`LoraLLM`, :class:`CachedLLM` and :class:`BoxEncodingHead`. Any component may also declare
 ``block_classes`` (a tuple of its repeated ``nn.Module`` block classes, as ``timm_vit`` does): FSDP's
 wrapping units and what activation checkpointing recomputes (lrc/parallel/distributed.py; transformers
 models say the same with ``_no_split_modules``).
@@ -190,6 +190,17 @@ class LoraLLM(Protocol):
     model: Any
 
 
+@runtime_checkable
+class CachedLLM(Protocol):
+    """Optional. Generation with a key/value cache (lrc/model/generation.py): the prompt is read once and every
+    new token costs one position. Without it lrc generates by recomputing the whole sequence per token."""
+
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: Any = None, output_hidden_states: bool = False) -> Any:
+        """``[1, L, D]`` new positions after those already in ``cache`` (None: a fresh cache) → an output with
+        ``.logits`` ``[1, L, V]``, ``.cache`` (pass it back with the next positions) and, when asked,
+        ``.hidden_states`` whose last item is the last layer's ``[1, L, D]``."""
+
+
 # -- data ------------------------------------------------------------------------------------------
 @runtime_checkable
 class Sampler(Protocol):
@@ -205,6 +216,36 @@ class Sampler(Protocol):
         ``[0, video_frames − 1]`` (repeats allowed for short videos) and float64 ``[T]`` seconds,
         ``index / fps``. The same arguments give the same frames: the data module calls it once to count
         a sample's tokens and again to decode them, and ``data.cache_frames`` keeps the first frames."""
+
+
+@runtime_checkable
+class PromptFormat(Protocol):
+    """How a conversation and its video are laid out as text: the model's chat template (``model.prompt``).
+
+    lrc/data/prompt.py encodes every training sample and every chat prompt with it. Each piece is text;
+    lrc tokenizes a piece in the context of the special token before it, which gives the ids tokenizing
+    the whole prompt at once would (tokenizers split text at special tokens before anything else). A
+    sequence is ``[BOS if bos] system() turn_start(role) ... turn_end turn_separator() ...``; the k
+    ``<IMG_CONTEXT>`` slots of frame i (k = the compressor's tokens per frame) sit between
+    ``video(...)[i]`` and ``video(...)[i + 1]``, where the human turn says ``<video>``.
+    """
+
+    special_tokens: tuple[str, ...]  # tokens the format writes that must be single ids (added when missing)
+    turn_end: str  # the special token that ends every turn; an answer's copy is a label and stops generation
+    bos: bool  # the sequence starts with the tokenizer's own leading special tokens, as tokenizer(text) adds them
+
+    def system(self) -> str:
+        """Text before the first turn (a whole system turn, its end included), or "" for none."""
+
+    def turn_start(self, role: str) -> str:
+        """The text that opens a turn of ``role``, ``"user"`` or ``"assistant"`` (``"<|im_start|>user\\n"``)."""
+
+    def turn_separator(self) -> str:
+        """Text after ``turn_end``, never a label (``"\\n"``)."""
+
+    def video(self, duration: float, num_frames: int) -> list[str]:
+        """``num_frames + 1`` pieces around the frames' slots: before frame 1, between frames, after the last
+        (ending where the question's text begins)."""
 
 
 # -- TPO heads --------------------------------------------------------------------------------------

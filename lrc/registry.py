@@ -161,7 +161,9 @@ PROJECTORS = Registry("projectors", provided=("in_dim", "out_dim"))
 LLMS = Registry("llms", provided=("vocab_size", "new_token_ids"))
 HEADS = Registry("heads", provided=("hidden_size",))
 SAMPLERS = Registry("samplers", provided=("clip_len",))
+# how a conversation and its video are laid out as text (lrc/data/prompt.py; the model's chat template)
+PROMPTS = Registry("prompts")
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (ENCODERS, COMPRESSORS, PROJECTORS, LLMS, HEADS, SAMPLERS)
+    r.kind: r for r in (ENCODERS, COMPRESSORS, PROJECTORS, LLMS, HEADS, SAMPLERS, PROMPTS)
 }

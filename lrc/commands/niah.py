@@ -157,7 +157,7 @@ def evaluate(cfg: dict[str, Any], module: Any, out_dir: Path) -> dict[str, float
     them to the run's)."""
     import torch
 
-    from lrc.train.build import build_tokenizer, task_token_map
+    from lrc.train.build import build_prompt, build_tokenizer, task_token_map
     from lrc.parallel.distributed import resolve_accelerator
     from lrc.data.prompt import IM_END, PromptBuilder
     from lrc.files import write_json
@@ -168,7 +168,7 @@ def evaluate(cfg: dict[str, Any], module: Any, out_dir: Path) -> dict[str, float
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = module.model
-    prompts = PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg))
+    prompts = PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg), prompt=build_prompt(cfg))
     skip = (tokenizer.convert_tokens_to_ids(IM_END),)  # the end-of-turn token is not part of the answer
     device = torch.device(resolve_accelerator(cfg["distributed"]["accelerator"]))
     model.to(device).eval()

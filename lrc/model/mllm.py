@@ -67,25 +67,51 @@ class VideoMLLM(nn.Module):
     def tokens_per_frame(self) -> int:
         return self.compressor.tokens_per_frame
 
-    def encode_video(self, pixel_values: torch.Tensor, frames_per_sample: list[int]) -> list[torch.Tensor]:
+    def encode_video(self, pixel_values: torch.Tensor, frames_per_sample: list[int],
+                     media: list[str] | None = None) -> list[torch.Tensor]:
         """Visual embeddings for each sample, ``[T_i · k, D_llm]`` in frame order.
 
         Frames go through encoder → compressor → projector a chunk of whole clips at a time, so the
         uncompressed patch tokens of a long video never sit in memory all at once (HiCo compresses
         each clip on its own, so the result is the same as one pass over the video).
+
+        ``media[b] == "image"`` (the batch's ``media``): sample b's frames are separate images, each a one-frame
+        clip, so images are never merged with each other. A frame count that is not a multiple of the
+        compressor's ``clip_len`` is completed to whole clips (see :meth:`compress`): every sample still gets
+        exactly ``T_i · k`` tokens, one per slot of its prompt.
         """
         encoder_trains = any(p.requires_grad for p in self.encoder.parameters())
         clip_len = getattr(self.compressor, "clip_len", 1)
         chunk = clip_len * max(1, self.chunk_frames // clip_len)
         out = []
-        for frames in pixel_values.split(frames_per_sample):
+        for b, frames in enumerate(pixel_values.split(frames_per_sample)):
+            images = media is not None and media[b] == "image"
             pieces = []
             for start in range(0, frames.shape[0], chunk):
                 with torch.set_grad_enabled(encoder_trains and torch.is_grad_enabled()):
                     patches = self.encoder(frames[start:start + chunk])
-                pieces.append(self.projector(self.compressor(patches.unsqueeze(0))[0]))
+                pieces.append(self.projector(self.compress(patches, images)))
             out.append(torch.cat(pieces))
         return out
+
+    def compress(self, patches: torch.Tensor, images: bool = False) -> torch.Tensor:
+        """One sample's patch tokens ``[T, M, Dv]`` → ``[T · k, Dc]`` through the compressor, whatever T.
+
+        The compressor takes whole clips of ``clip_len`` frames. When T is not a multiple of it, the last clip
+        is completed by repeating its last frame, compressed as a full clip, and the tokens past ``T · k`` (in
+        the compressor's output order: those of the repeated frames) are dropped. With ``images``, each frame
+        is its own clip (the frame repeated ``clip_len`` times) and keeps its clip's first ``k`` tokens. So an
+        image is always ``k`` tokens, and T frames are always ``T · k`` tokens (docs/data.md, "Images")."""
+        t = patches.shape[0]
+        clip_len = getattr(self.compressor, "clip_len", 1)
+        k = self.tokens_per_frame
+        if images and clip_len > 1:
+            tokens = self.compressor(patches.unsqueeze(1).expand(-1, clip_len, -1, -1))  # [T, clip_len·k, Dc]
+            return tokens[:, :k].reshape(t * k, tokens.shape[-1])
+        pad = -t % clip_len
+        if pad:
+            patches = torch.cat([patches, patches[-1:].expand(pad, -1, -1)])
+        return self.compressor(patches.unsqueeze(0))[0][: t * k]
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor, frames_per_sample: list[int],
               ids: list[str] | None = None) -> torch.Tensor:
@@ -111,7 +137,7 @@ class VideoMLLM(nn.Module):
         if self.training and self.sequence_parallel > 1 and is_packed(batch):
             raise ValueError("packed batches (data.packing) do not work with model.llm.sequence_parallel > 1; "
                              "turn one of them off")
-        visual = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        visual = self.encode_video(batch["pixel_values"], batch["frames_per_sample"], batch.get("media"))
         if is_packed(batch):
             return self._forward_packed(batch, visual)
         embeds = self.splice(batch["input_ids"], visual, batch.get("ids"))
@@ -201,58 +227,33 @@ class VideoMLLM(nn.Module):
         return sequence_logps(self.llm(inputs_embeds=embeds, attention_mask=attention_mask).logits, labels)
 
     @torch.no_grad()
-    def generate(self, batch: dict[str, Any], max_new_tokens: int = 32, eos_id: int | None = None) -> list[dict[str, Any]]:
-        """Greedy answers for every sample of a batch, routing to TPO heads as the answer asks.
+    def generate(self, batch: dict[str, Any], max_new_tokens: int = 32, eos_id: int | None = None,
+                 use_cache: bool = True, sampling: Any = None) -> list[dict[str, Any]]:
+        """Answers for every sample of a padded batch, routing to TPO heads as the answer asks.
 
-        Each prompt is the sample's sequence up to its first answer. When the LLM emits a head's
-        routing token (``<box_begin>`` ...), the head's task token is appended, the LLM reads it, and
-        the head decodes its last-layer hidden state (paper §3.2); generation then goes on. Returns per
-        sample ``{"token_ids": [...], "heads": {task: decoded output}}``. Full recompute per step
-        (no KV cache): meant for evaluation and demos, not serving.
-        """
+        Each prompt is the sample's sequence up to its first answer; lrc/model/generation.py generates one
+        sample at a time with a key/value cache (``use_cache``), greedy unless ``sampling`` (a
+        :class:`lrc.model.generation.Sampling`) says otherwise, dropping visual tokens at prefill when
+        ``model.token_dropout`` is on. When the LLM emits a head's routing token (``<box_begin>`` ...), the
+        head's task token is appended and the head decodes its last-layer hidden state (paper §3.2).
+        Returns per sample ``{"token_ids": [...], "heads": {task: decoded output}}``."""
+        from lrc.model.generation import generate
+
         if is_packed(batch):
             raise ValueError("generate() takes padded batches; packing (data.packing) applies to training only")
-        visual_all = self.encode_video(batch["pixel_values"], batch["frames_per_sample"])
+        visual_all = self.encode_video(batch["pixel_values"], batch["frames_per_sample"], batch.get("media"))
         frames_all = self.frames(batch["pixel_values"], batch["frames_per_sample"])
-        begin_to_task = self.heads.task_of_begin if self.heads is not None else {}
         results = []
         for b in range(batch["input_ids"].shape[0]):
-            ids = batch["input_ids"][b, : int(batch["answer_start"][b])].tolist()
-            new: list[int] = []
-            decoded: dict[str, Any] = {}
-            for _ in range(max_new_tokens):
-                hidden, logits = self._last_position(ids, visual_all[b], batch, b)
-                token = int(logits.argmax())
-                ids.append(token)
-                new.append(token)
-                if token in begin_to_task:
-                    task = begin_to_task[token]
-                    ids.append(self.heads.token_ids[task])
-                    hidden, logits = self._last_position(ids, visual_all[b], batch, b)
-                    decoded[task] = self._decode_head(task, hidden, ids, visual_all[b], frames_all[b], batch, b)
-                if token == eos_id:
-                    break
-            results.append({"token_ids": new, "heads": decoded})
+            boxes = batch.get("input_boxes")
+            out = generate(self, batch["input_ids"][b, : int(batch["answer_start"][b])].tolist(), visual_all[b],
+                           frames=frames_all[b], timestamps=batch["timestamps"][b], duration=float(batch["durations"][b]),
+                           query_positions=(batch.get("query_positions") or [[]] * (b + 1))[b],
+                           input_boxes=boxes[b] if boxes else None, max_new_tokens=max_new_tokens,
+                           stop_ids=() if eos_id is None else (eos_id,), sampling=sampling, use_cache=use_cache,
+                           sample_id=(batch.get("ids") or ["?"] * (b + 1))[b])
+            results.append({"token_ids": out.token_ids, "heads": out.heads})
         return results
-
-    def _last_position(self, ids: list[int], visual: torch.Tensor, batch: dict[str, Any], b: int):
-        input_ids = torch.tensor([ids], device=visual.device)
-        embeds = self.splice(input_ids, [visual])
-        if self.heads is not None:
-            boxes = [batch["input_boxes"][b]] if batch.get("input_boxes") else None
-            embeds = self.heads.write_task_embeddings(embeds, input_ids, boxes)
-        out = self.llm(inputs_embeds=embeds, output_hidden_states=True)
-        return out.hidden_states[-1][0], out.logits[0, -1]
-
-    def _decode_head(self, task: str, hidden: torch.Tensor, ids: list[int], visual: torch.Tensor,
-                     frames: torch.Tensor, batch: dict[str, Any], b: int) -> Any:
-        one = {"input_ids": torch.tensor([ids]), "frames_per_sample": [batch["frames_per_sample"][b]],
-               "timestamps": [batch["timestamps"][b]], "durations": [batch["durations"][b]],
-               "query_positions": [batch.get("query_positions", [[]] * (b + 1))[b]], "ids": [batch["ids"][b]],
-               "task": [task]}
-        head_batch = self.heads.head_batches(one, hidden.unsqueeze(0), lambda _, p: p, [visual], [frames])[task]
-        head = self.heads.heads[task]
-        return head.decode(head(head_batch), head_batch)[0]
 
     def frames(self, pixel_values: torch.Tensor, frames_per_sample: list[int]) -> list[torch.Tensor]:
         """Per sample, the frames as RGB in [0, 1] (the encoder's normalisation undone), for heads."""

@@ -4,8 +4,8 @@ Before chosen decoder layers, visual tokens are dropped so that only ``ratio × 
 count)`` of each sample's visual tokens go on through the deeper layers. Text tokens are never
 dropped. How the kept set is chosen:
 
-* ``uniform`` — evenly spaced over the sample's current visual tokens (the paper's "uniform pruning
-  in early layers");
+* ``uniform`` — evenly spaced over the sample's current visual tokens, first to last (the paper's
+  "uniform pruning in early layers"; VideoChat-Flash's ``linspace`` rule);
 * ``attention`` — the visual tokens that the *query tokens* attend to most. Attention is recomputed
   with the next layer's own input norm, q/k projections and rotary embedding (so no attention matrix
   has to be materialised by the layers themselves); scores are averaged over heads and queries;
@@ -13,16 +13,22 @@ dropped. How the kept set is chosen:
   (where the answer is predicted from) in training and teacher-forced evaluation, and the last
   prompt token when there is no answer;
 * ``uniform_then_attention`` — ``uniform`` at the first ``uniform_stages`` drop layers, ``attention``
-  after (VideoChat-Flash and the InternVideo2.5 model card);
-* ``bernoulli: true`` — in training only, each current visual token is kept independently with
-  probability ``target / current`` (eq. 2, p ~ Bernoulli), so the expected count matches the schedule
-  and every step sees a different subset.
+  after (VideoChat-Flash's ``uniform0_attention``, its model card's inference example);
+* ``bernoulli: true`` — in training only, each current visual token survives an independent draw with
+  probability ``target / current`` (eq. 2, p ~ Bernoulli), so the number kept varies from step to step
+  around the schedule's count; *which* tokens are kept is still the mode's choice (evenly spaced, or the
+  top ones by the query's attention), so training and evaluation select the same way.
 
 After a drop the sequence is compacted and position ids restart contiguously (0..L'−1), as in
 VideoChat-Flash. The forward runs the decoder layers of a transformers Llama-family model one by one
 (Llama, Qwen2, Qwen3, Mistral, InternLM3 ...: ``get_decoder()`` with ``layers``, ``norm``,
 ``rotary_emb``; layers with ``input_layernorm`` and ``self_attn.q_proj/k_proj``), building masks with
 transformers' own ``create_causal_mask``; with every ratio at 1.0 it is the plain forward.
+
+Generation (lrc/model/generation.py) drops at prefill only, as VideoChat-Flash does: the prompt is read once
+with the drops, each layer's key/value cache keeps that layer's (shorter) sequence, and every new token is
+placed, layer by layer, right after what that layer has cached (:func:`decode_step`), which is the
+reference's position shift by the number of visual tokens dropped before the layer.
 """
 
 from __future__ import annotations
@@ -63,8 +69,12 @@ def decoder_parts(hf_model: nn.Module) -> Any:
 def _masks(decoder: nn.Module, embeds: torch.Tensor, attn2d: torch.Tensor, position_ids: torch.Tensor) -> dict:
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-    kwargs = dict(config=decoder.config, inputs_embeds=embeds, attention_mask=attn2d, past_key_values=None,
-                  position_ids=position_ids)
+    import inspect
+
+    # no cache here: the masks cover the current sequence (transformers 5 names the argument `cache`)
+    empty = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+    kwargs = dict(config=decoder.config, inputs_embeds=embeds, attention_mask=attn2d, position_ids=position_ids,
+                  **{empty: None})
     masks = {"full_attention": create_causal_mask(**kwargs)}
     if getattr(decoder, "has_sliding_layers", False):
         masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
@@ -123,14 +133,31 @@ def select(method: str, keep: int, visual: torch.Tensor, scores: torch.Tensor | 
     if keep >= n:
         return visual
     if bernoulli:
-        mask = torch.rand(n, generator=generator, device=visual.device) < keep / n
-        return visual[mask]
+        # eq. 2: every token survives a Bernoulli(keep / n) draw, so the count varies around `keep`; the
+        # mode below still decides which tokens those are (attention-guided in training as in evaluation)
+        keep = int((torch.rand(n, generator=generator, device=visual.device) < keep / n).sum())
     if method == "uniform":
-        # evenly spaced: the midpoint of each of `keep` equal segments of the current visual tokens
-        idx = ((torch.arange(keep, device=visual.device) + 0.5) * n / keep).long().clamp(max=n - 1)
+        # evenly spaced from the first to the last current visual token, as VideoChat-Flash's uniform drop
+        # (torch.linspace(0, n - 1, keep) truncated to whole positions)
+        idx = torch.linspace(0, n - 1, keep, device=visual.device).long()
         return visual[idx]
     top = scores.topk(keep).indices
     return visual[top.sort().values]
+
+
+def cache_arguments(layer: nn.Module, cache: Any) -> dict[str, Any]:
+    """A decoder layer's keyword arguments for a key/value cache (``cache`` in transformers 5, before that
+    ``past_key_values`` / ``past_key_value``)."""
+    if cache is None:
+        return {}
+    import inspect
+
+    params = inspect.signature(layer.forward).parameters
+    for name in ("cache", "past_key_values", "past_key_value"):
+        if name in params:
+            return {name: cache, "use_cache": True}
+    raise ValueError(f"decoder layer {type(layer).__name__} takes no key/value cache argument; generate with "
+                     "use_cache=False")
 
 
 def forward_with_token_dropout(
@@ -141,7 +168,14 @@ def forward_with_token_dropout(
     schedule: TokenDropout,
     labels: torch.Tensor | None = None,
     training: bool = False,
+    queries: list[list[int]] | None = None,
+    cache: Any = None,
 ) -> DropoutOutput:
+    """``queries``: per sample, the positions whose attention chooses the kept tokens (default: the token before
+    each answer, else the last real token; generation fixes them at the prompt's end). ``cache``: a
+    transformers key/value cache to fill (one sample: generation's prefill)."""
+    if cache is not None and inputs_embeds.shape[0] != 1:
+        raise ValueError("token dropout with a key/value cache reads one sequence at a time")
     model, decoder = decoder_parts(hf_model)
     batch, length, _ = inputs_embeds.shape
     device = inputs_embeds.device
@@ -149,7 +183,7 @@ def forward_with_token_dropout(
     attn2d = attention_mask.long()
     kept = _positions(length, batch, device).clone()  # original position of each current token
     original_visual = visual_mask.sum(dim=1).tolist()
-    queries = query_positions(labels, attn2d)
+    queries = [list(q) for q in queries] if queries is not None else query_positions(labels, attn2d)
     position_ids = _positions(length, batch, device)
     masks = _masks(decoder, hidden, attn2d, position_ids)
     cos_sin = decoder.rotary_emb(hidden, position_ids)
@@ -167,7 +201,7 @@ def forward_with_token_dropout(
                 visual_pos = is_visual.nonzero().flatten()
                 target = int(round(drop_at[i] * original_visual[b]))
                 scores = None
-                if method == "attention" and target < visual_pos.numel() and not (schedule.bernoulli and training):
+                if method == "attention" and target < visual_pos.numel():
                     cos, sin = cos_sin
                     scores = attention_scores(layer, hidden[b], cos[b:b + 1] if cos.shape[0] > 1 else cos,
                                               sin[b:b + 1] if sin.shape[0] > 1 else sin, queries[b], visual_pos)
@@ -196,9 +230,27 @@ def forward_with_token_dropout(
             cos_sin = decoder.rotary_emb(hidden, position_ids)
             stage += 1
         hidden = layer(hidden, attention_mask=masks[layer_types[i]], position_embeddings=cos_sin,
-                       position_ids=position_ids)
+                       position_ids=position_ids, **cache_arguments(layer, cache))
         if isinstance(hidden, tuple):  # older transformers return (hidden, ...)
             hidden = hidden[0]
     hidden = decoder.norm(hidden)
     logits = model.lm_head(hidden)
     return DropoutOutput(logits=logits, kept=kept, hidden=hidden)
+
+
+def decode_step(hf_model: nn.Module, inputs_embeds: torch.Tensor, cache: Any) -> DropoutOutput:
+    """One new token ``[1, 1, D]`` after a prefill with token dropout: at each layer it takes the position right
+    after that layer's cached sequence (contiguous positions after the drops, as at prefill) and attends to
+    everything cached there. Returns its logits ``[1, 1, V]`` and last-layer hidden state."""
+    if inputs_embeds.shape[:2] != (1, 1):
+        raise ValueError(f"decode_step takes one new token [1, 1, D], got {tuple(inputs_embeds.shape)}")
+    model, decoder = decoder_parts(hf_model)
+    hidden = inputs_embeds
+    for i, layer in enumerate(decoder.layers[: decoder.config.num_hidden_layers]):
+        position_ids = torch.full((1, 1), cache.get_seq_length(i), dtype=torch.long, device=hidden.device)
+        hidden = layer(hidden, attention_mask=None, position_embeddings=decoder.rotary_emb(hidden, position_ids),
+                       position_ids=position_ids, **cache_arguments(layer, cache))
+        if isinstance(hidden, tuple):
+            hidden = hidden[0]
+    hidden = decoder.norm(hidden)
+    return DropoutOutput(logits=model.lm_head(hidden), kept=torch.zeros(1, 1, dtype=torch.long), hidden=hidden)

@@ -112,12 +112,10 @@ class TaskHeads(nn.Module):
                 query.append(hidden[b, [position(b, p) for p in qpos]] if len(qpos) else hidden.new_zeros(0, hidden.shape[-1]))
             if not picked:
                 continue
-            tokens_per_frame = [visual[b].shape[0] // batch["frames_per_sample"][b] for b in picked]
             out[task] = HeadBatch(
                 task_hidden=torch.stack(token_rows),
                 query_hidden=query,
-                frame_features=[visual[b].view(batch["frames_per_sample"][b], k, -1).mean(1)
-                                for b, k in zip(picked, tokens_per_frame)],
+                frame_features=[frame_features(visual[b], batch["frames_per_sample"][b]) for b in picked],
                 frames=[frames[b] for b in picked],
                 timestamps=[batch["timestamps"][b] for b in picked],
                 durations=torch.as_tensor([float(batch["durations"][b]) for b in picked]),
@@ -125,6 +123,11 @@ class TaskHeads(nn.Module):
                 ids=[batch["ids"][b] for b in picked],
             )
         return out
+
+
+def frame_features(visual: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """A sample's projected visual tokens ``[T·k, D]`` averaged per frame: ``[T, D]`` (HeadBatch.frame_features)."""
+    return visual.view(num_frames, visual.shape[0] // num_frames, -1).mean(1)
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

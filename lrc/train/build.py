@@ -1,7 +1,9 @@
 """The one builder: a validated config in, objects out.
 
 Order matters and is the only wiring in lrc:
-  tokenizer (its length sizes the LLM's embeddings)
+  what model.init's checkpoint implies (the prompt format, the merge metric's width: resolve_implied)
+  → prompt format (its special tokens join the tokenizer)
+  → tokenizer (its length sizes the LLM's embeddings)
   → encoder (its out_dim feeds the compressor)
   → compressor (its out_dim feeds the projector; its tokens_per_frame sizes the prompt)
   → LLM (its hidden size is the projector's out_dim)
@@ -24,7 +26,7 @@ from lrc.config import (PLUGIN_SLOTS, ConfigError, check_args, head_slots, plugi
                         token_dropout_schedule)
 from lrc.model.mllm import VideoMLLM
 from lrc.data.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
-from lrc.registry import HEADS, PluginBuildError, Registry, origin
+from lrc.registry import HEADS, PROMPTS, PluginBuildError, Registry, origin
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +60,72 @@ def instantiate(registry: Registry, node: dict[str, Any], **provided: Any) -> An
                                f"not be built: {what}") from exc
 
 
+def resolve_implied(cfg: dict[str, Any], loaded: Any = None) -> dict[str, Any]:
+    """Settings without weights that model.init's checkpoint decides (lrc.weights.pretrained.implied_settings),
+    written into ``cfg`` (in place; calling it again changes nothing): ``model.prompt`` when it is null (then
+    ``chatml`` when nothing implies another), and tome's ``head_dim`` / ``restore_order`` unless the experiment
+    set them itself (``loaded``: the LoadedConfig, which knows where each key came from; without it a value
+    still at tome's default counts as not set). A value the experiment set otherwise is kept, with a warning."""
+    from lrc.config import plugin_defaults
+    from lrc.weights.pretrained import implied_settings
+
+    model = cfg["model"]
+    init = model.get("init") or {}
+    implied = implied_settings(init["path"], init.get("layout") or "auto") if init.get("path") else []
+    for item in implied:
+        if item.key == "model.prompt":
+            if model.get("prompt") is None:
+                model["prompt"] = dict(item.value)
+                log.info("model.prompt: %s (%s)", item.value["name"], item.why)
+            elif model["prompt"].get("name") != item.value["name"]:
+                log.warning("model.prompt is %r but %s: %s; the config's format is used", model["prompt"].get("name"),
+                            init["path"], item.why)
+            continue
+        compressor = model["compressor"]
+        name = item.key.rsplit(".", 1)[1]
+        if compressor.get("name") != "tome" or compressor.get(name) == item.value:
+            continue
+        if loaded is not None:
+            explicit = loaded.source(item.key) != "defaults"
+        else:
+            default = plugin_defaults(PLUGIN_SLOTS["model.compressor"].get("tome")).get(name)
+            explicit = name in compressor and compressor[name] != default
+        if explicit:
+            log.warning("%s=%r, but %s implies %r: %s. The config's value is used", item.key, compressor.get(name),
+                        init["path"], item.value, item.why)
+        else:
+            compressor[name] = item.value
+            log.info("%s=%r from %s: %s", item.key, item.value, init["path"], item.why)
+    if model.get("prompt") is None:
+        model["prompt"] = {"name": "chatml"}
+    node = model["prompt"]
+    if isinstance(node, dict) and node.get("name") in PROMPTS:
+        for key, value in plugin_defaults(PROMPTS.get(node["name"])).items():
+            node.setdefault(key, value)
+    return cfg
+
+
+def build_prompt(cfg: dict[str, Any]) -> Any:
+    """The prompt format (a ``prompts`` plugin, lrc.protocols.PromptFormat) of ``model.prompt``."""
+    resolve_implied(cfg)
+    return instantiate(PROMPTS, cfg["model"]["prompt"])
+
+
 def corpus_root(cfg: dict[str, Any]) -> Path:
     return Path(cfg["data"]["root"])
 
 
 def build_tokenizer(cfg: dict[str, Any]) -> Any:
-    from transformers import AutoTokenizer
-
     path = (cfg["data"].get("tokenizer") or cfg["model"]["llm"].get("pretrained") or init_tokenizer(cfg)
             or corpus_root(cfg) / "tokenizer")
     if not Path(path).exists():
         raise MissingInputError(
             f"tokenizer folder {path} does not exist. Set data.tokenizer, give model.llm.pretrained, or create the "
             f"corpus with `lrc data synth {corpus_root(cfg)}` (or data.synth_videos) which writes one.")
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False), extra_tokens=head_tokens(cfg))
+    extra = head_tokens(cfg) + list(build_prompt(cfg).special_tokens)
+    from lrc.weights.checkpoints import load_tokenizer  # refuses a folder whose tokenizer is its own code
+
+    return prepare_tokenizer(load_tokenizer(path), extra_tokens=extra)
 
 
 def init_tokenizer(cfg: dict[str, Any]) -> str | None:
@@ -109,6 +163,7 @@ def build_sampler(cfg: dict[str, Any], clip_len: int = 1) -> Any:
 
 
 def build_model(cfg: dict[str, Any], tokenizer: Any) -> VideoMLLM:
+    resolve_implied(cfg)
     m = cfg["model"]
     encoder = instantiate(PLUGIN_SLOTS["model.encoder"], m["encoder"])
     compressor = instantiate(PLUGIN_SLOTS["model.compressor"], m["compressor"], in_dim=encoder.out_dim,
@@ -154,13 +209,17 @@ def build_heads(cfg: dict[str, Any], tokenizer: Any, hidden_size: int) -> Any:
 
 def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
     from lrc.data.dataset import VideoDataModule
+    from lrc.data.mixture import sources_of
 
     d = cfg["data"]
     root = corpus_root(cfg)
     return VideoDataModule(
-        train_file=str(root / d["train"]), val_file=str(root / d["val"]),
+        # a path or a mixture (a list of sources), paths under data.root (lrc/data/mixture.py)
+        train_file=sources_of(d["train"], root, "train"), val_file=sources_of(d["val"], root, "val"),
+        frame_folder_fps=d["frame_folder_fps"],
+        media_root=root, allow_outside_root=d["allow_outside_root"],  # where media may be (lrc/data/paths.py)
         sampler=build_sampler(cfg, clip_len=getattr(model.compressor, "clip_len", 1)),
-        prompts=PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg)),
+        prompts=PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg), prompt=build_prompt(cfg)),
         image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
         max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
@@ -184,6 +243,8 @@ def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
     """For the run's config.yaml: which class and package version each slot resolved to."""
     out = {}
     for slot, registry in plugin_slots(cfg).items():
+        if slot_node(cfg, slot) is None:  # model.prompt before resolve_implied: nothing resolved yet
+            continue
         name = slot_node(cfg, slot)["name"]
         dist, version = registry.package_of(name)
         out[slot] = {"name": name, "origin": registry.origin_of(name), "package": f"{dist}=={version}"}

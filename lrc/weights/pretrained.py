@@ -20,7 +20,14 @@ Layouts (``model.init.layout``; ``auto`` tells them apart from config.json and t
                      ``llm_config``), mapped by name without running their modeling files: InternViT's fused
                      ``attn.qkv`` is split into q/k/v, ``ls1/ls2`` become ``lambda_1/2`` ...; an InternLM2 LLM
                      becomes a transformers ``llama`` model (``attention.wqkv`` unpacked per kv group), a
-                     Qwen2/Llama LLM maps 1:1.
+                     Qwen2/Llama LLM maps 1:1. InternVideo2.5's TPO parts (task token embeddings, the
+                     location encoder/decoder, SAM2 and its prompt MLPs) go into lrc's heads where a head of
+                     that task is configured and the shapes fit; every other TPO weight (its CG-DETR, which
+                     lrc's ``cgdetr`` does not share a layout with) is listed by name in the report, not an error.
+
+Settings that hold no weights follow from an InternVL folder's config.json (:func:`implied_settings`): the
+prompt format its LLM was trained with, and the width of HiCo's merge metric (the token width over the LLM's
+attention heads, as InternVideo2.5's ``merge_tokens`` computes it).
 
 The LLM's embedding rows follow the tokenizer: lrc adds its own special tokens (``<IMG_CONTEXT>``, TPO's
 task tokens), so a model may have more rows than the checkpoint (the extra rows keep their fresh
@@ -124,12 +131,19 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
 Converter = Callable[[str, torch.Tensor], list[tuple[str, torch.Tensor]]]
 
 
-def detect_layout(ckpt: Checkpoint) -> str:
-    cfg = ckpt.config or {}
+def layout_from_config(cfg: dict[str, Any]) -> str | None:
+    """The InternVL layout a config.json describes, or None."""
     if cfg.get("model_type") == "internvl_chat" or "llm_config" in cfg:
         return "internvl_remote"
     if cfg.get("model_type") == "internvl" or ("text_config" in cfg and "vision_config" in cfg):
         return "internvl_hf"
+    return None
+
+
+def detect_layout(ckpt: Checkpoint) -> str:
+    found = layout_from_config(ckpt.config or {})
+    if found is not None:
+        return found
     keys = ckpt.first_keys()
     if any(k.startswith(("vision_model.", "mlp1.")) for k in keys):
         return "internvl_remote"
@@ -239,6 +253,63 @@ def remote_llm_kind(config: dict[str, Any] | None) -> str | None:
     return "internlm2" if "internlm2" in names else (llm.get("model_type") or None)
 
 
+# InternVideo2.5 / TPO's task parts, by their names in TPO's released model (OpenGVLab/TPO,
+# inference/modeling_videochate.py and modeling_base.py): the task embedding of each task token, and the
+# modules that have a counterpart in lrc's heads. (task token of the lrc head, attribute, checkpoint index ->
+# lrc index); None: the same names below.
+TPO_TASK_TOKENS = {"temporal_token": "<temp>", "box_token": "<box>", "track_token": "<track>"}
+TPO_MODULES = {
+    "loc_encoder.": ("<box>", "encoder", {"0": "0", "2": "2"}),  # Linear(4, D/2), ReLU, Linear(D/2, D)
+    "loc_decoder.": ("<box>", "decoder", {"0": "0", "2": "2"}),  # Linear(D, D/2), ReLU, Linear(D/2, 4)
+    "track_embed.layers.": ("<track>", "prompt_adapter", {"0": "0", "1": "2"}),  # MLP(D, D, 3·256), ReLU
+    "track_embed_decode2.layers.": ("<track>", "box_head", {"0": "0", "1": "2"}),  # MLP(D, D, 4), ReLU
+    "sam.": ("<track>", "sam", None),  # SAM2's video predictor: SAM2's own module names
+}
+# TPO parts lrc has no place for (they are reported by name, never loaded silently)
+TPO_UNMAPPED = {
+    "cg_model.": "TPO's CG-DETR; lrc's cgdetr head is its own compact rewrite, with other modules and sizes",
+    "cg_criterion.": "TPO's CG-DETR loss buffers",
+    "temporal_embed.": "TPO's direct span regressor, which lrc's heads do not have",
+    "action_embed.": "TPO's actionness regressor, which lrc's heads do not have",
+}
+TPO_PREFIXES = tuple(TPO_TASK_TOKENS) + tuple(TPO_MODULES) + tuple(TPO_UNMAPPED)
+TPO_TARGET = "tpo:"  # what the converter hands the loader for a TPO key; placed against the built model
+
+
+def is_tpo_key(key: str) -> bool:
+    return key in TPO_TASK_TOKENS or key.startswith(TPO_PREFIXES)
+
+
+def place_tpo(model: nn.Module, key: str, tensor: torch.Tensor) -> tuple[str, int | None, torch.Tensor] | str:
+    """Where a TPO key goes in ``model`` — ``(parameter name, row or None, tensor)`` — or why it goes nowhere."""
+    heads = getattr(model, "heads", None)
+    by_token = {h.task_token: task for task, h in heads.heads.items()} if heads is not None else {}
+    if key in TPO_TASK_TOKENS:
+        token = TPO_TASK_TOKENS[key]
+        if token not in by_token:
+            return f"no head with task token {token} in model.heads"
+        return "heads.task_embeddings.weight", heads.tasks.index(by_token[token]), tensor.reshape(-1)
+    for prefix, (token, attr, index) in TPO_MODULES.items():
+        if not key.startswith(prefix):
+            continue
+        if token not in by_token:
+            return f"no head with task token {token} in model.heads"
+        task = by_token[token]
+        if not hasattr(heads.heads[task], attr):
+            return f"head {task!r} ({type(heads.heads[task]).__name__}) has no {attr}"
+        rest = key[len(prefix):]
+        if index is not None:
+            layer, _, leaf = rest.partition(".")
+            if layer not in index:
+                return f"no counterpart of layer {layer} in {attr}"
+            rest = f"{index[layer]}.{leaf}"
+        return f"heads.heads.{task}.{attr}.{rest}", None, tensor
+    for prefix, why in TPO_UNMAPPED.items():
+        if key.startswith(prefix):
+            return why
+    return "not a TPO part lrc knows"
+
+
 def internvl_remote_converter(ckpt: Checkpoint) -> Converter:
     llm_cfg = (ckpt.config or {}).get("llm_config") or {}
     kind = remote_llm_kind(ckpt.config)
@@ -268,6 +339,8 @@ def internvl_remote_converter(ckpt: Checkpoint) -> Converter:
                     return [(new.replace(".attention.wqkv.", f".self_attn.{n}_proj."), t) for n, t in zip("qkv", (q, k, v))]
                 return [(new, value)]
             return [("llm.model." + key[len("language_model."):], value)]  # Qwen2 / Llama: 1:1
+        if is_tpo_key(key):
+            return [(TPO_TARGET + key, value)]  # placed against the built model's heads (place_tpo)
         return [(key, value)]  # reported as unexpected
     return convert
 
@@ -298,6 +371,8 @@ class InitReport:
     kept_init: list[str] = field(default_factory=list)  # components left as built
     vocab: list[str] = field(default_factory=list)  # embedding rows adapted to the tokenizer
     problems: list[str] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)  # "key: why" of checkpoint parts lrc has no place for (TPO)
+    notes: list[str] = field(default_factory=list)  # what the user should know about a mapping
 
     def summary(self) -> str:
         parts = [f"{c}: {n} tensors" for c, n in self.loaded.items()]
@@ -306,6 +381,8 @@ class InitReport:
             text += f"; kept as built: {', '.join(self.kept_init)}"
         if self.vocab:
             text += "; " + "; ".join(self.vocab)
+        if self.unmapped:
+            text += f"; {len(self.unmapped)} checkpoint weight(s) not mapped (InitReport.unmapped)"
         return text
 
 
@@ -366,6 +443,9 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = InitConfig
     with torch.no_grad():
         for key, value in ckpt.tensors():
             for target, tensor in convert(key, value):
+                if target.startswith(TPO_TARGET):
+                    _load_tpo(model, key, tensor, actual, components, report, counts, skipped)
+                    continue
                 names = [target] if target in actual else canon.get(canonical(target), [])
                 origin = target if key in (target, f"model.{target}") else f"{target} (from {key})"
                 if not names:
@@ -407,7 +487,9 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = InitConfig
     wanted = set(components) if components is not None else set(counts)
     loaded_ids = {id(actual[n]) for n in loaded if n in actual}
     reported = loaded | wrong_shape
-    missing = [n for n in actual if n.split(".")[0] in wanted and n not in reported and not is_adapter(n)
+    # an InternVL checkpoint fills the heads only where TPO's parts have a place; the rest keep their init
+    partial = {"heads"} if layout != "lrc" else set()
+    missing = [n for n in actual if n.split(".")[0] in wanted - partial and n not in reported and not is_adapter(n)
                and id(actual[n]) not in loaded_ids]  # tied weights (lm_head = embeddings) count once
     report.kept_init = [c for c in COMPONENTS if c not in wanted and any(n.split(".")[0] == c for n in actual)]
     if skipped:
@@ -437,6 +519,16 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = InitConfig
                "model.llm.lora, or load `lrc export`'s merged LLM.") if lora else ""
         problems.append(f"{len(unexpected)} checkpoint weight(s) with no place in the model: {_examples(unexpected)}."
                         f"{why} Fix: check model.init.layout ({layout} was used); {hint_plugins}")
+    if report.unmapped:
+        groups: dict[str, int] = defaultdict(int)
+        for item in report.unmapped:
+            groups[item.split(".")[0].split(":")[0]] += 1
+        log.warning("model.init: %d weight(s) of %s have no place in this model and were not loaded (%s): %s. "
+                    "All of them are listed in the report's `unmapped` (docs/checkpoints.md, TPO parts).",
+                    len(report.unmapped), path, ", ".join(f"{g}: {n}" for g, n in sorted(groups.items())),
+                    _examples(report.unmapped))
+    for note in report.notes:
+        log.warning("model.init: %s", note)
     if problems:
         report.problems = problems
         text = f"model.init: {path} ({layout} layout) does not fit the model built from this config:\n  - " + \
@@ -446,6 +538,41 @@ def load_pretrained(model: nn.Module, path: str | Path, layout: str = InitConfig
         log.warning("%s", text)
     log.info("%s", report.summary())
     return report
+
+
+def _load_tpo(model: nn.Module, key: str, tensor: torch.Tensor, actual: dict[str, torch.Tensor],
+              components: list[str] | None, report: InitReport, counts: dict[str, int], skipped: dict[str, int]) -> None:
+    """One TPO weight into the heads (place_tpo), or into ``report.unmapped`` with the reason."""
+    placed = place_tpo(model, key, tensor)
+    if isinstance(placed, str):
+        report.unmapped.append(f"{key}: {placed}")
+        return
+    name, row, value = placed
+    if components is not None and "heads" not in components:
+        skipped["heads"] += 1
+        return
+    if name not in actual:
+        report.unmapped.append(f"{key}: the model has no {name}")
+        return
+    param = actual[name]
+    dest = param[row] if row is not None else param
+    if dest.shape != value.shape:
+        hint = {"encoder": "model.heads.<region>.mlp_hidden = LLM hidden / 2",
+                "decoder": "model.heads.<region>.mlp_hidden = LLM hidden / 2",
+                "prompt_adapter": "model.heads.<mask>.adapter_hidden = the LLM's hidden size",
+                "box_head": "model.heads.<mask>.adapter_hidden = the LLM's hidden size",
+                "sam": "model.heads.<mask>.config = the SAM2 the checkpoint has (TPO: configs/sam2/sam2_hiera_l.yaml)"}
+        attr = name.split(".")[3] if name.startswith("heads.heads.") else ""
+        report.unmapped.append(f"{key}: checkpoint {list(value.shape)} does not fit {name} {list(dest.shape)}"
+                               + (f" (set {hint[attr]})" if attr in hint else ""))
+        return
+    dest.copy_(value)
+    counts["heads"] += 1
+    if ".prompt_adapter." in name or ".box_head." in name:
+        note = ("TPO's track_embed / track_embed_decode2 use ReLU between their layers, sam2_mask's adapter and box "
+                "MLP use GELU: the loaded weights compute a different function there; fine-tune the mask head")
+        if note not in report.notes:
+            report.notes.append(note)
 
 
 def apply_init(model: nn.Module, init: dict[str, Any] | None) -> InitReport | None:
@@ -506,6 +633,100 @@ def _llm_from_remote(llm: dict[str, Any]) -> dict[str, Any]:
     return architecture(AutoConfig.for_model(llm["model_type"], **args))
 
 
+@dataclass(frozen=True)
+class Implied:
+    """A setting without weights that a checkpoint's config.json decides (``key`` is a dotted config key)."""
+
+    key: str
+    value: Any
+    why: str
+
+
+def merge_metric_width(config: dict[str, Any], layout: str) -> tuple[int, int, str] | None:
+    """InternVideo2.5's HiCo merge metric: ``(token width, groups, where the group count comes from)``.
+
+    Its ``merge_tokens`` averages each token's features over ``llm_config.num_attention_heads`` groups
+    (``text_config`` in transformers' layout) before the cosine similarity; the tokens are the ViT's after pixel
+    shuffle, ``vision hidden × (1 / downsample_ratio)²`` wide (InternVL2.5-8B: 4096 over 32 groups, 128 each)."""
+    llm_key = "llm_config" if layout == "internvl_remote" else "text_config"
+    vision, llm = config.get("vision_config") or {}, config.get(llm_key) or {}
+    hidden, heads = vision.get("hidden_size"), llm.get("num_attention_heads")
+    ratio = config.get("downsample_ratio", 0.5)
+    if not isinstance(hidden, int) or not isinstance(heads, int) or not ratio:
+        return None
+    return hidden * round(1 / ratio) ** 2, heads, f"config.json {llm_key}.num_attention_heads"
+
+
+def is_hico_checkpoint(config: dict[str, Any]) -> bool:
+    """InternVideo2.5 / InternVL2.5-HiCo: a chat model whose code merges tokens (``modeling_internvl_chat_hico*``)."""
+    return any("hico" in str(v).lower() for v in (config.get("auto_map") or {}).values())
+
+
+def implied_settings(path: str | Path, layout: str = "auto") -> list[Implied]:
+    """What an InternVL folder's config.json says about settings that hold no weights (read as JSON, nothing
+    else): the prompt format (``model.prompt``: ``internvl2_5`` when config.json's ``template`` is
+    ``internvl2_5``), the merge metric's width (``model.compressor.head_dim`` of ``tome``, see
+    :func:`merge_metric_width`) and, for a HiCo-trained checkpoint, the merge's token order (the reference
+    order it was trained with: ``restore_order: false``). Other layouts imply nothing."""
+    path = Path(path)
+    if layout in ("auto", "lrc"):  # a run or an export: the format it was trained with, from its config.yaml
+        prompt = _trained_prompt(path)
+        if prompt or layout == "lrc":
+            return [Implied("model.prompt", prompt[0], f"it was trained with that format ({prompt[1]})")] if prompt else []
+    # an InternVL folder: its config.json, read as JSON (no weight is opened)
+    file = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        config = json.loads(file.read_text()) if file.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{file} is not valid JSON ({exc})") from exc
+    layout = layout_from_config(config) if layout == "auto" else layout
+    if layout not in ("internvl_remote", "internvl_hf") or not config:
+        return []
+    out = []
+    if config.get("template") == "internvl2_5":
+        out.append(Implied("model.prompt", {"name": "internvl2_5"},
+                           "its LLM was trained with InternVL's internvl2_5 chat template (config.json template)"))
+    width = merge_metric_width(config, layout)
+    if width is not None and width[0] % width[1] == 0:
+        out.append(Implied("model.compressor.head_dim", width[0] // width[1],
+                           f"InternVideo2.5's merge averages each {width[0]}-wide token over {width[1]} groups "
+                           f"({width[2]}), a {width[0] // width[1]}-wide metric"))
+    if is_hico_checkpoint(config):
+        out.append(Implied("model.compressor.restore_order", False,
+                           "a HiCo-trained checkpoint reads its merged tokens in the reference merge's order"))
+    return out
+
+
+def _trained_prompt(path: Path) -> tuple[dict[str, Any], Path] | None:
+    """``model.prompt`` of the config.yaml beside an lrc checkpoint (a run dir's, an export's, or the run dir of a
+    ``checkpoints/*.ckpt``), read as plain YAML; None when there is none (runs before prompt formats: chatml)."""
+    from omegaconf import OmegaConf
+
+    folder = path if path.is_dir() else (path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    found = folder / "config.yaml"
+    if path.is_file() and path.suffix not in (".ckpt", ".safetensors", ".pt", ".pth", ".bin"):
+        return None
+    if not found.is_file():
+        return None
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(found), resolve=False)
+    except Exception:  # noqa: BLE001 - an unreadable config.yaml implies nothing; loading the weights says more
+        return None
+    prompt = ((saved or {}).get("model") or {}).get("prompt") if isinstance(saved, dict) else None
+    return (dict(prompt), found) if isinstance(prompt, dict) and prompt.get("name") else None
+
+
+def tpo_parts(path: str | Path) -> dict[str, int]:
+    """Weight-name groups of InternVideo2.5's TPO parts in a checkpoint (names only: safetensors headers or
+    the shard index), with their counts."""
+    ckpt = open_checkpoint(path)
+    found: dict[str, int] = defaultdict(int)
+    for key in ckpt.first_keys(n=10**9):
+        if is_tpo_key(key):
+            found[key.split(".")[0]] += 1
+    return dict(found)
+
+
 def describe(path: str | Path) -> dict[str, Any]:
     """A ``model:`` block (encoder, projector, llm, init) that builds the architecture of the InternVL
     checkpoint at ``path``, read from its config.json alone (no weights, no code)."""
@@ -527,11 +748,32 @@ def describe(path: str | Path) -> dict[str, Any]:
         vision, llm = _vision_from_remote(cfg["vision_config"]), _llm_from_remote(cfg["llm_config"])
         shuffle, layer = cfg.get("downsample_ratio", 0.5), cfg.get("select_layer", -1)
     vision.pop("model_type", None)
-    return {
+    # HiCo compressors that keep the channel width fit InternVL's projector (docs/checkpoints.md); the merge
+    # metric's width and order are the checkpoint's (implied_settings)
+    compressor: dict[str, Any] = {"name": "tome", "clip_len": 4, "tokens_per_frame": 16}
+    block: dict[str, Any] = {
         "encoder": {"name": "internvl_vit", "config": vision, "pixel_shuffle": shuffle, "select_layer": layer},
-        # HiCo compressors that keep the channel width fit InternVL's projector (docs/checkpoints.md)
-        "compressor": {"name": "tome"},
+        "compressor": compressor,
         "projector": {"name": "mlp"},
         "llm": {"name": "hf_causal_lm", "config": llm},
         "init": {"path": str(path), "layout": layout},
     }
+    for item in implied_settings(path, layout):
+        section, _, key = item.key.partition(".")
+        if key == "prompt":
+            block["prompt"] = dict(item.value)
+        elif key.startswith("compressor."):
+            compressor[key.split(".", 1)[1]] = item.value
+    parts = tpo_parts(path)
+    if parts:  # InternVideo2.5's TPO heads, at the sizes its weights have (docs/checkpoints.md)
+        hidden = int(llm["hidden_size"])
+        heads: dict[str, Any] = {}
+        if "loc_encoder" in parts or "loc_decoder" in parts or "box_token" in parts:
+            heads["region"] = {"name": "region", "mlp_hidden": hidden // 2, "activation": "relu", "box_format": "xyxy"}
+        if "sam" in parts or "track_embed" in parts or "track_token" in parts:
+            heads["mask"] = {"name": "sam2_mask", "config": "configs/sam2/sam2_hiera_l.yaml", "adapter_hidden": hidden,
+                             "checkpoint": None}
+        if "temporal_token" in parts or "cg_model" in parts:
+            heads["temporal"] = {"name": "cgdetr"}
+        block["heads"] = heads
+    return block

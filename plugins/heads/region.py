@@ -6,23 +6,35 @@ The same head also *reads* boxes: a two-layer MLP (4 → 2048 → hidden) turns 
 record (``input_boxes``) into the embedding of a ``<region>`` placeholder in the question, so the user
 can point at a region ("what colour is the object at <region>?").
 
-Boxes are normalised (x1, y1, x2, y2) in [0, 1] of the frame the question names. The decoder predicts
-(cx, cy, w, h) through a sigmoid and converts, so every predicted box is valid (x1 ≤ x2, inside the
-frame). Loss as TPO weighs it: 2·L1 + GIoU/5 (generalised IoU from torchvision).
+Boxes are normalised (x1, y1, x2, y2) in [0, 1] of the frame the question names. By default the decoder
+predicts (cx, cy, w, h) through a sigmoid and converts, so every predicted box is valid (x1 ≤ x2, inside
+the frame). TPO's released heads (``loc_encoder`` / ``loc_decoder``) use ReLU between the layers and
+regress x1, y1, x2, y2 directly: ``activation: relu, box_format: xyxy`` computes exactly that, for weights
+loaded from an InternVideo2.5 checkpoint (lrc/weights/pretrained.py maps them here). Loss as TPO weighs it: 2·L1 + GIoU/5, the L1 a mean over the boxes' coordinates (TPO's
+``F.l1_loss`` averaged over all N × 4 values), GIoU from torchvision.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
 from lrc.constraints import NonNegativeFloat, PositiveInt, UnitInterval
-from lrc.ops import gelu_mlp
 from lrc.protocols import HeadBatch
 from lrc.registry import HEADS
+
+
+ACTIVATIONS = ("gelu", "relu")
+BOX_FORMATS = ("cxcywh_sigmoid", "xyxy")
+
+
+def two_layer_mlp(d_in: int, d_hidden: int, d_out: int, activation: str = "gelu") -> nn.Sequential:
+    """Linear → activation → Linear (state-dict keys ``0.*``, ``2.*``, as TPO's loc_encoder / loc_decoder)."""
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.ReLU() if activation == "relu" else nn.GELU(),
+                         nn.Linear(d_hidden, d_out))
 
 
 @HEADS.register("region")
@@ -32,10 +44,14 @@ class RegionHead(nn.Module):
     begin_token = "<box_begin>"
 
     def __init__(self, hidden_size: PositiveInt, mlp_hidden: PositiveInt = 2048, l1_weight: NonNegativeFloat = 2.0,
-                 giou_weight: NonNegativeFloat = 0.2, iou_threshold: UnitInterval = 0.5):
+                 giou_weight: NonNegativeFloat = 0.2, iou_threshold: UnitInterval = 0.5,
+                 activation: Literal[ACTIVATIONS] = "gelu", box_format: Literal[BOX_FORMATS] = "cxcywh_sigmoid"):
+        """``activation`` between the two layers of each MLP; ``box_format``: what the decoder's 4 outputs are
+        (``cxcywh_sigmoid``: always a valid box; ``xyxy``: TPO's raw corners, clamped to [0, 1])."""
         super().__init__()
-        self.decoder = gelu_mlp(hidden_size, mlp_hidden, 4)
-        self.encoder = gelu_mlp(4, mlp_hidden, hidden_size)
+        self.decoder = two_layer_mlp(hidden_size, mlp_hidden, 4, activation)
+        self.encoder = two_layer_mlp(4, mlp_hidden, hidden_size, activation)
+        self.box_format = box_format
         self.l1_weight = l1_weight
         self.giou_weight = giou_weight
         self.iou_threshold = iou_threshold
@@ -45,15 +61,21 @@ class RegionHead(nn.Module):
         return self.encoder(boxes.to(self.encoder[0].weight.dtype))
 
     def forward(self, batch: HeadBatch) -> dict[str, torch.Tensor]:
-        cxcywh = self.decoder(batch.task_hidden.to(self.decoder[0].weight.dtype)).sigmoid()
-        boxes = box_convert(cxcywh, "cxcywh", "xyxy").clamp(0, 1)
+        out = self.decoder(batch.task_hidden.to(self.decoder[0].weight.dtype))
+        if self.box_format == "xyxy":
+            return {"boxes": out.clamp(0, 1)}
+        boxes = box_convert(out.sigmoid(), "cxcywh", "xyxy").clamp(0, 1)
         return {"boxes": boxes}
 
     def loss(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> dict[str, torch.Tensor]:
         pred = predictions["boxes"].float()
         gold = torch.stack([torch.as_tensor(t["box"], dtype=torch.float32) for t in batch.targets]).to(pred.device)
-        l1 = (pred - gold).abs().sum(-1).mean()
-        giou = (1 - generalized_box_iou(pred, gold).diagonal()).mean()
+        l1 = (pred - gold).abs().mean()  # per coordinate, as TPO's box loss (mean over N x 4)
+        valid = (pred[:, 2:] >= pred[:, :2]).all(-1)  # raw xyxy corners may cross; TPO scores GIoU on the rest
+        if valid.any():
+            giou = (1 - generalized_box_iou(pred[valid], gold[valid]).diagonal()).mean()
+        else:
+            giou = pred.new_tensor(2.0)  # TPO's value when no predicted box is well formed
         return {"l1": l1, "giou": giou, "loss": self.l1_weight * l1 + self.giou_weight * giou}
 
     def decode(self, predictions: dict[str, torch.Tensor], batch: HeadBatch) -> list[dict[str, Any]]:

@@ -111,7 +111,11 @@ def test_trainer_is_checked_against_lightnings_annotations_leniently():
 
 # --- defaults: written once, and written out ------------------------------------------------------
 def test_validated_config_has_every_plugin_default_but_not_the_builders_values():
+    from lrc.train.build import resolve_implied
+
     cfg = validate(load_config(DEMO))
+    assert cfg["model"]["prompt"] is None  # null: what model.init implies, decided when the model is built
+    cfg = resolve_implied(cfg)
     for slot, registry in PLUGIN_SLOTS.items():
         node = cfg
         for part in slot.split("."):
@@ -157,8 +161,10 @@ def test_missing_section_keys_are_filled_from_the_schema():
 def test_defaults_come_from_the_schema():
     assert defaults()["data"] == dataclasses.asdict(DataConfig())
     assert set(defaults()) == set(SECTIONS) | {"trainer"}
+    from lrc.registry import PROMPTS
+
     assert PLUGIN_SLOTS == {"data.sampler": SAMPLERS, "model.encoder": ENCODERS, "model.compressor": COMPRESSORS,
-                            "model.projector": PROJECTORS, "model.llm": LLMS}
+                            "model.projector": PROJECTORS, "model.llm": LLMS, "model.prompt": PROMPTS}
     # the modules that used to carry their own copy now read the schema
     from lrc.cli import parser
     from lrc.data.packing import plan_packs

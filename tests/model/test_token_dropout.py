@@ -61,8 +61,8 @@ def test_uniform_keeps_evenly_spaced_fraction_of_the_original_count():
         assert kept_visual == sorted(kept_visual)
         text = [p for p in range(int(attn[b].sum())) if not s <= p < e]
         assert [p for p in kept if not s <= p < e] == text  # text tokens are never dropped
-    # 10 visual tokens -> 5 evenly spaced (offsets 1,3,5,7,9) -> 2 of those (offsets 3, 7)
-    assert [p for p in out.kept[0].tolist() if 3 <= p < 13] == [3 + 3, 3 + 7]
+    # 10 visual tokens -> 5 from first to last (offsets 0,2,4,6,9) -> 2 of those, the first and last (0, 9)
+    assert [p for p in out.kept[0].tolist() if 3 <= p < 13] == [3 + 0, 3 + 9]
 
 
 def test_attention_mode_keeps_the_tokens_the_query_attends_to():
@@ -170,3 +170,36 @@ def test_bad_schedules_are_reported_by_validate(override, needle):
     with pytest.raises(ConfigError) as err:
         validate(load_config(DEMO, [override]))
     assert needle.lower() in str(err.value).lower()
+
+
+@pytest.mark.parametrize("mode", ["attention", "uniform"])
+def test_bernoulli_varies_the_count_but_training_keeps_the_modes_choice(mode):
+    """eq. 2's Bernoulli draw sets how many tokens survive a drop; which ones is still the mode's choice, so
+    training with bernoulli: true keeps exactly the tokens evaluation keeps at that count (attention-guided
+    in attention mode), not a random subset."""
+    lm = tiny_lm(2)
+    embeds, attn, vis, labels = batch_inputs(lengths=(60,), visual=((2, 52),))
+    counts = set()
+    for seed in range(5):
+        torch.manual_seed(seed)
+        trained = forward_with_token_dropout(lm, embeds, attn, vis, TokenDropout(layers=[1], ratios=[0.5], mode=mode,
+                                                                               bernoulli=True),
+                                             labels=labels, training=True)
+        kept = [p for p in trained.kept[0].tolist() if 2 <= p < 52]
+        counts.add(len(kept))
+        # the reference: the mode's own selection of that many tokens (evaluation, no draw)
+        same_count = TokenDropout(layers=[1], ratios=[len(kept) / 50], mode=mode)
+        evaluated = forward_with_token_dropout(lm, embeds, attn, vis, same_count, labels=labels)
+        assert kept == [p for p in evaluated.kept[0].tolist() if 2 <= p < 52]
+    assert len(counts) > 1  # the count still varies from step to step
+
+
+def test_uniform_keeps_the_positions_videochat_flash_keeps():
+    """VideoChat-Flash's uniform drop (flash_rank_drop): torch.linspace(0, n - 1, keep).long() over the visual
+    tokens, offset by the first visual position."""
+    from lrc.model.token_dropout import select
+
+    for n, keep in ((50, 25), (256, 192), (192, 64), (7, 3), (10, 1)):
+        visual = torch.arange(5, 5 + n)
+        reference = [5 + int(i) for i in torch.linspace(0, n - 1, keep, dtype=torch.long)]
+        assert select("uniform", keep, visual, None, bernoulli=False).tolist() == reference

@@ -234,3 +234,29 @@ def test_head_protocol(name):
     assert len(outputs) == 2 and all(isinstance(o, dict) for o in outputs)
     metrics = head.metrics(outputs, batch.targets)
     assert metrics and all(len(v) == 2 and all(0.0 <= x <= 1.0 for x in v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("name", __import__("lrc.registry", fromlist=["PROMPTS"]).PROMPTS.names())
+def test_prompt_format_protocol(name, corpus):
+    """A prompt format: the protocol's members; one video piece more than frames; and a conversation it lays out
+    encodes with the video's slots, the answer (ending with the format's end token) as the only labels, and a
+    generation prompt that is the conversation's prefix up to where the answer begins."""
+    from transformers import AutoTokenizer
+
+    from lrc.data.prompt import IGNORE_INDEX, PromptBuilder, prepare_tokenizer
+    from lrc.protocols import PromptFormat
+    from lrc.registry import PROMPTS
+
+    fmt = build(PROMPTS, name)
+    assert isinstance(fmt, PromptFormat)
+    assert len(fmt.video(3.0, 5)) == 6 and all(isinstance(p, str) for p in fmt.video(3.0, 5))
+    tok = prepare_tokenizer(AutoTokenizer.from_pretrained(str(corpus / "tokenizer")), extra_tokens=fmt.special_tokens)
+    prompts = PromptBuilder(tok, tokens_per_frame=3, prompt=fmt)
+    conv = [{"from": "human", "value": "<video>\nWhat colour is the square?"}, {"from": "gpt", "value": "red"}]
+    enc = prompts.encode_conversation(conv, duration=4.0, num_frames=2)
+    assert enc.input_ids.count(prompts.img_context_id) == 6
+    labelled = [t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE_INDEX]
+    assert labelled == prompts.encode_piece("red", None) + [prompts.turn_end_id]
+    assert tok.decode([enc.input_ids[p] for p in enc.query_positions]) == "What colour is the square?"
+    gen = prompts.generation_prompt(conv[:1], duration=4.0, num_frames=2)
+    assert gen.input_ids == enc.input_ids[:enc.answer_start] and gen.answer_start == enc.answer_start

@@ -51,8 +51,10 @@ def test_real_stage_is_internvl2_5_8b_shaped(stage):
     assert (llm["hidden_size"], llm["num_hidden_layers"], llm["num_attention_heads"], llm["num_key_value_heads"],
             llm["intermediate_size"]) == (4096, 32, 32, 8, 14336)
     assert llm["rope_parameters"]["rope_theta"] == 1.0e6 and not llm["tie_word_embeddings"]
-    assert m["compressor"] == {"name": "tome", "clip_len": 4, "tokens_per_frame": 16, "head_dim": 64,
-                               "restore_order": True}
+    # InternVideo2.5's merge metric: 4096-wide tokens over the LLM's 32 heads (merge_tokens), 128 wide
+    assert m["compressor"] == {"name": "tome", "clip_len": 4, "tokens_per_frame": 16,
+                               "head_dim": llm["hidden_size"] // llm["num_attention_heads"], "restore_order": True}
+    assert m["compressor"]["head_dim"] == 128
     assert m["projector"]["name"] == "mlp" and m["projector"]["layer_norm"]
     # weights are an explicit override, never a made-up path
     assert m["encoder"]["pretrained"] is None and m["llm"]["pretrained"] is None and m["init"]["path"] is None

@@ -146,7 +146,8 @@ def corpus_tokenizer(corpus: Path):
 
     from lrc.data.prompt import prepare_tokenizer
 
-    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(corpus / "tokenizer")))
+    # InternVL's tokenizers hold <img> and </img> (its internvl2_5 prompt format wraps each frame in them)
+    return prepare_tokenizer(AutoTokenizer.from_pretrained(str(corpus / "tokenizer")), extra_tokens=("<img>", "</img>"))
 
 
 # -- transformers-native InternVLForConditionalGeneration ---------------------------------------------------
