@@ -10,16 +10,17 @@ Qwen2-style LLM (lrc's ``hf_causal_lm`` plugin, SDPA, float32), forward + backwa
 * ``padding`` — lrc's default loader: shuffled batches of ``--batch-size`` samples, right-padded to the
   longest (``lrc.data.collate.collate``), with a 2-D attention mask;
 * ``packing`` — ``data.packing``: packs of at most ``--max-tokens`` tokens planned by
-  ``lrc.data.packing.plan_packs``, one row per step (``collate_packed``), per-sample position ids, no mask
-  (transformers builds the block-diagonal causal mask).
+  ``lrc.data.packing.plan_packs``, one row per step (``collate_packed``), per-sample position ids, no mask:
+  the LLM plugin attends within each sample (lrc/model/varlen_attention.py), no N × N mask is built.
 
 Reported per mode: steps, real tokens, token slots computed (batch × longest for padding; the row
 length for packing), utilisation = real / slots, for packing also how full the budget is
-(real / (packs × max_tokens)), attention entries relative to attending within samples only (Σ n_i²:
-what flash-attention varlen computes on GPU; SDPA on CPU computes the whole masked N × N square of a
-packed row, and padding computes B × L_max² per batch), wall time of the timed pass, samples/s and real
-tokens/s. One step of each mode runs first as a warm-up. Figures from a shared CPU are noisy: compare the
-two modes of one run, not runs across machines.
+(real / (packs × max_tokens)), attention entries relative to attending within samples only (Σ n_i²,
+which packing computes, as flash-attention's varlen kernel does on GPU; padding computes B × L_max² per
+batch), the median time of a pass over all samples, samples/s and real tokens/s. The two modes run
+interleaved, ``--repeats`` passes each in a fresh random order per repetition, after one warm-up step
+each, and the headline is the median of the per-repetition throughput ratios, with the load average:
+compare the two modes of one run, not runs across machines.
 
     python benchmarks/packing.py                      # 192 samples, batch 8 vs 4096-token packs
     python benchmarks/packing.py --quick              # a smoke run in seconds
@@ -89,29 +90,63 @@ def step(llm: torch.nn.Module, batch: dict) -> None:
     answer_loss(out.logits, batch["labels"]).backward()
 
 
-def measure(mode: str, llm: torch.nn.Module, items: list[dict], args: argparse.Namespace) -> dict:
-    todo = batches(mode, items, args)
+def describe(mode: str, todo: list[dict], items: list[dict], args: argparse.Namespace) -> dict:
+    """What a pass of ``mode`` computes: steps, token slots, utilisation, attention entries."""
     lengths = [len(it["input_ids"]) for it in items]
     real = sum(lengths)
     slots = sum(b["input_ids"].numel() for b in todo)
     within = sum(n * n for n in lengths)
-    computed = sum(b["input_ids"].shape[0] * b["input_ids"].shape[1] ** 2 for b in todo)
-    llm.zero_grad(set_to_none=True)
-    step(llm, todo[0])  # warm-up
-    began = time.perf_counter()
-    for batch in todo:
-        llm.zero_grad(set_to_none=True)
-        step(llm, batch)
-    seconds = time.perf_counter() - began
+    # padding attends over B × L_max² per batch; a packed row attends within its samples (lrc's varlen SDPA,
+    # lrc/model/varlen_attention.py), as flash-attention's varlen kernel does on GPU
+    computed = sum(b["input_ids"].shape[0] * b["input_ids"].shape[1] ** 2 for b in todo) if mode == "padding" \
+        else within
     row = dict(mode=mode, steps=len(todo), samples=len(items), real_tokens=real, slots=slots,
-               utilisation=real / slots, attention_vs_within=computed / within, seconds=seconds,
-               samples_per_s=len(items) / seconds, tokens_per_s=real / seconds)
+               utilisation=real / slots, attention_vs_within=computed / within)
     if mode == "packing":
         row["budget_fill"] = real / (len(todo) * args.max_tokens)
     return row
 
 
-def table(rows: list[dict], items: list[dict], args: argparse.Namespace) -> str:
+def one_pass(llm: torch.nn.Module, todo: list[dict]) -> float:
+    began = time.perf_counter()
+    for batch in todo:
+        llm.zero_grad(set_to_none=True)
+        step(llm, batch)
+    return time.perf_counter() - began
+
+
+def measure(llm: torch.nn.Module, items: list[dict], args: argparse.Namespace) -> tuple[list[dict], float, tuple]:
+    """Both modes over the same samples, ``--repeats`` passes each, interleaved in a fresh random order every
+    repetition so that machine noise hits both alike. Rows carry the median pass time; also returns the median
+    of the per-repetition ratios (packing samples/s over padding samples/s) and the load averages."""
+    import os
+    import random
+    import statistics
+
+    todo = {mode: batches(mode, items, args) for mode in MODES}
+    for mode in MODES:  # warm-up
+        llm.zero_grad(set_to_none=True)
+        step(llm, todo[mode][0])
+    load_before = os.getloadavg()
+    seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    rng = random.Random(args.seed)
+    for _ in range(args.repeats):
+        for mode in rng.sample(MODES, len(MODES)):
+            seconds[mode].append(one_pass(llm, todo[mode]))
+    load = (load_before[0], os.getloadavg()[0])
+    rows = []
+    for mode in MODES:
+        s = statistics.median(seconds[mode])
+        rows.append({**describe(mode, todo[mode], items, args), "seconds": s, "samples_per_s": len(items) / s,
+                     "tokens_per_s": sum(len(it["input_ids"]) for it in items) / s})
+    ratio = statistics.median(pad / pack for pad, pack in zip(seconds["padding"], seconds["packing"]))
+    return rows, ratio, load
+
+
+MODES = ("padding", "packing")
+
+
+def table(rows: list[dict], items: list[dict], args: argparse.Namespace, ratio: float, load: tuple) -> str:
     lengths = np.array([len(it["input_ids"]) for it in items])
     frames = np.array([len(it["pixel_values"]) for it in items])
     lines = [
@@ -120,7 +155,9 @@ def table(rows: list[dict], items: list[dict], args: argparse.Namespace) -> str:
         f"lengths {lengths.min()}–{lengths.max()}, median {int(np.median(lengths))}, mean {lengths.mean():.0f}. "
         f"Qwen2-style LLM hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, vocab "
         f"{args.vocab}, float32, SDPA, forward + backward; padding: batch {args.batch_size}; packing: max_tokens "
-        f"{args.max_tokens}, lookahead {args.lookahead}; {torch.get_num_threads()} threads, torch {torch.__version__}.",
+        f"{args.max_tokens}, lookahead {args.lookahead}; {torch.get_num_threads()} threads, torch {torch.__version__}; "
+        f"{args.repeats} interleaved passes of each mode, median pass time; load average {load[0]:.2f} before, "
+        f"{load[1]:.2f} after.",
         "",
         "| mode | steps | real tokens | slots | utilisation | budget fill | attention vs within-sample | s | samples/s | tokens/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -130,6 +167,7 @@ def table(rows: list[dict], items: list[dict], args: argparse.Namespace) -> str:
         lines.append(f"| {r['mode']} | {r['steps']} | {r['real_tokens']} | {r['slots']} | {r['utilisation']:.1%} | "
                      f"{fill} | {r['attention_vs_within']:.1f}× | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | "
                      f"{r['tokens_per_s']:.0f} |")
+    lines += ["", f"packing / padding throughput (median of the per-repetition ratios): {ratio:.2f}×"]
     return "\n".join(lines)
 
 
@@ -154,12 +192,13 @@ def main() -> None:
     p.add_argument("--kv-heads", type=int, default=2)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved passes of each mode")
     p.add_argument("--quick", action="store_true", help="48 small samples and a tiny LLM, for a smoke run")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
     if args.quick:
         for k, v in dict(samples=48, frames_max=16, hidden=64, intermediate=128, layers=2, vocab=1000,
-                         max_tokens=1024).items():
+                         max_tokens=1024, repeats=2).items():
             setattr(args, k, v)
     longest = args.frames_max * args.tokens_per_frame + args.text_max
     if args.max_tokens < longest:
@@ -167,10 +206,12 @@ def main() -> None:
                          "packing never splits a sample")
     items = corpus(args)
     llm = build_llm(args).train()
-    rows = [measure(mode, llm, items, args) for mode in ("padding", "packing")]
-    print(table(rows, items, args))
+    rows, ratio, load = measure(llm, items, args)
+    print(table(rows, items, args, ratio, load))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": rows, "packing_over_padding": ratio, "load_average": load,
+                                               "repeats": args.repeats, "threads": torch.get_num_threads()},
+                                              indent=2))
 
 
 if __name__ == "__main__":

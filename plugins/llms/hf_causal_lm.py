@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import logging
 import re
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from lrc.config.schema import ATTENTION_IMPLEMENTATIONS
 from lrc.constraints import LocalPath, NonNegativeInt, PositiveInt, Range, check_value
 from lrc.registry import LLMS
+from lrc.weights.checkpoints import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +151,17 @@ class HFCausalLM(nn.Module):
             attn = register_attention(attn)
         torch_dtype = getattr(torch, dtype) if dtype else None
         if pretrained is not None:
-            self.model = AutoModelForCausalLM.from_pretrained(
-                pretrained, attn_implementation=attn, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            try:
+                self.model = AutoModelForCausalLM.from_pretrained(
+                    pretrained, attn_implementation=attn, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+            except Exception as exc:  # noqa: BLE001 - a weights file that would run code gets lrc's own message
+                if "weights_only" not in str(exc) and type(exc).__name__ != "UnpicklingError":
+                    raise
+                raise CheckpointError(
+                    f"hf_causal_lm: refused to load the weights of {pretrained}: a pickled weights file there "
+                    "(pytorch_model*.bin) holds objects other than tensors, which could run code when unpickled; lrc "
+                    "never does that. Convert the weights to safetensors (model.safetensors) from a copy you trust, "
+                    "or use another model folder.") from None
         else:
             config = dict(config)
             if "model_type" not in config:
@@ -204,6 +215,12 @@ class HFCausalLM(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, **kwargs: Any):
+        if attention_mask is None and position_ids is not None and inputs_embeds.shape[0] == 1:
+            # a packed row (lrc/data/packing.py): attend within each sample, not over a dense N × N mask
+            from lrc.model.varlen_attention import varlen_attention
+
+            with varlen_attention(self.model.config):
+                return self.model(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False, **kwargs)
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False, **kwargs)
 
@@ -218,12 +235,43 @@ class HFCausalLM(nn.Module):
 
     def forward_with_token_dropout(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                                    visual_mask: torch.Tensor, schedule: Any, labels: torch.Tensor | None = None,
-                                   training: bool = False) -> Any:
-        """HiCo level 2 (lrc/model/token_dropout.py): the decoder run layer by layer, dropping visual tokens."""
+                                   training: bool = False, queries: list[list[int]] | None = None,
+                                   cache: Any = None) -> Any:
+        """HiCo level 2 (lrc/model/token_dropout.py): the decoder run layer by layer, dropping visual tokens
+        (``queries`` and ``cache``: generation's prefill, lrc/model/generation.py)."""
         from lrc.model.token_dropout import forward_with_token_dropout
 
         return forward_with_token_dropout(self.model, inputs_embeds, attention_mask, visual_mask, schedule,
-                                          labels=labels, training=training)
+                                          labels=labels, training=training, queries=queries, cache=cache)
+
+    # -- generation with a key/value cache (lrc.protocols.CachedLLM; lrc/model/generation.py) -------------
+    def new_cache(self) -> Any:
+        """An empty transformers key/value cache for this model."""
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self._base().config)
+        except TypeError:  # older transformers
+            return DynamicCache()
+
+    def _base(self) -> Any:
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    def forward_cached(self, inputs_embeds: torch.Tensor, cache: Any = None, output_hidden_states: bool = False) -> Any:
+        """New positions ``[1, L, D]`` after those in ``cache`` (None: a fresh one): ``.logits``, ``.cache`` and,
+        when asked, ``.hidden_states`` (transformers' own cached forward)."""
+        cache = self.new_cache() if cache is None else cache
+        params = inspect.signature(self._base().forward).parameters
+        name = "cache" if "cache" in params else "past_key_values"
+        out = self.model(inputs_embeds=inputs_embeds, use_cache=True, output_hidden_states=output_hidden_states,
+                         **{name: cache})
+        return SimpleNamespace(logits=out.logits, cache=cache, hidden_states=out.hidden_states)
+
+    def decode_with_token_dropout(self, inputs_embeds: torch.Tensor, cache: Any) -> Any:
+        """One new token after a prefill that dropped visual tokens (token_dropout.decode_step)."""
+        from lrc.model.token_dropout import decode_step
+
+        return decode_step(self.model, inputs_embeds, cache)
 
     @property
     def num_layers(self) -> int:
