@@ -9,13 +9,13 @@ pipeline needs at most ``--cap-gib`` of activation memory (weights excluded), fo
 * ``tome+dropout``   — HiCo levels 1 + 2: the same, plus visual-token dropout inside the LLM
   (default layers [1, 2, 3] of the 4-layer model, ratios [0.5, 0.25, 0.125], uniform then attention).
 
-The pipeline is lrc's own ``VideoMLLM`` (``lrc/model/mllm.py``): encoder output for all T frames →
-compressor → ``mlp`` projector → written into the ``<IMG_CONTEXT>`` slots of a prompt with
+The pipeline is lrc's own ``VideoMLLM`` (``lrc/model/mllm.py``): encoder → compressor → ``mlp`` projector,
+streamed ``--chunk-frames`` frames (whole clips) at a time as ``VideoMLLM.encode_video`` does (64 by default) → written into the ``<IMG_CONTEXT>`` slots of a prompt with
 ``--text-tokens`` text tokens → ``hf_causal_lm`` (Qwen2-style, random init), plain forward or
 ``forward_with_token_dropout``; logits for every kept position, as lrc computes them in training and
 teacher-forced evaluation. The vision encoder is replaced by a stub that returns random
-``[T, 256, 4096]`` features (InternVL2.5-8B's pixel-shuffled InternViT output): the encoder's own
-activations are NOT counted (they come on top, and lrc runs the encoder on all frames at once).
+``[chunk, 256, 4096]`` features (InternVL2.5-8B's pixel-shuffled InternViT output): the encoder's own
+activations are NOT counted (they come on top, for one chunk of frames at a time).
 
 Two answers per setting:
 
@@ -31,14 +31,14 @@ Two answers per setting:
   steps out until it has a fitting and a failing T, then bisects until they are within
   ``--tolerance`` (relative, and at least one clip) of each other.
 
-A last, analytic-only column is a what-if that is not lrc's code: the visual stage run one clip at a
-time (encoder output, compressor and projector per clip), so only the LLM stage grows with T. It shows
-what HiCo level 2 buys once level 1 no longer materialises every frame's features at once.
+The headline is the ratio of each setting's frame count to ``none``'s under the same cap, measured
+(small width) and analytic (7B-class shape). A last, analytic-only column is the whole video encoded in
+one pass (``--chunk-frames`` = T: lrc before it streamed), which shows what streaming buys.
 
 Why. The point of HiCo is to fit long videos: this puts a number of frames on it, and shows which
 stage binds. Figures come from a shared 2-core CPU and glibc's allocator: indicative.
 
-    python benchmarks/frames_under_memory_cap.py                  # cap 4 GiB
+    python benchmarks/frames_under_memory_cap.py                  # cap 4 GiB, --json PATH keeps the rows
     python benchmarks/frames_under_memory_cap.py --cap-gib 2 --analytic-only
     python benchmarks/frames_under_memory_cap.py --quick          # tiny cap and model, seconds
 """
@@ -80,6 +80,7 @@ class Sizes:
     dtype: str
     drop_layers: list[int]
     ratios: list[float]
+    chunk_frames: int  # frames per encoder/compressor/projector pass (VideoMLLM.chunk_frames)
 
     @property
     def bytes(self) -> int:
@@ -91,17 +92,19 @@ def tokens_per_frame(setting: str, s: Sizes, compressed: int) -> int:
 
 
 # -- analytic estimate --------------------------------------------------------------------------
-def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed: bool = False) -> tuple[float, str]:
+def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed: bool = True) -> tuple[float, str]:
     """Estimated peak activation bytes of one forward, and the stage where it happens.
 
-    b = bytes per element, F = frames·frame_tokens·feat_dim·b (the encoder output, all frames at
-    once), F32 = the same in float32, N = visual tokens reaching the LLM, L0 = N + text tokens.
+    b = bytes per element, C = frames per visual pass (``s.chunk_frames`` when ``streamed``, else all T),
+    F = C·frame_tokens·feat_dim·b (one pass's encoder output), N = visual tokens reaching the LLM,
+    L0 = N + text tokens.
 
-    * stage 1, visual (``encode_video``): F is alive throughout.
-      - none: the projector's LayerNorm output (F) and first Linear (N·hidden·b) on top: 2F + N·hidden·b.
-      - tome: the first bipartite merge step (1024 → 512) holds the size-weighted copy (F32), the B
-        half after scatter_add (F32/2), the concatenated result (F32/2) and its division by the sizes
-        (F32/2): F + 2.5·F32 (the merge works in float32 whatever the input dtype).
+    * stage 1, visual (``encode_video``): one pass's F is alive, and the projected tokens of the passes
+      before it (N·hidden·b at most).
+      - none: the projector's LayerNorm output (F) and first Linear (C·256·hidden·b) on top.
+      - tome: the first bipartite merge step (1024 → 512) holds the size-weighted copy (F), the B
+        half after scatter_add (F/2), the concatenated result (F/2) and its division by the sizes
+        (F/2): F + 2.5·F in the input dtype (float16 merges in float32: F + 2.5·F32).
     * stage 2, LLM: the prompt embeddings (L0·hidden·b) stay alive; a decoder layer on L tokens peaks
       in its MLP: act(gate), up and their product (3·L·intermediate) plus ~3 hidden-size tensors; the
       final norm and logits over the L_f kept positions: L_f·(vocab + 2·hidden). With dropout, layer l
@@ -110,21 +113,20 @@ def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed
     Attention is SDPA's fused kernel (no L×L matrix) and is smaller than the MLP; allocator slack,
     library workspaces and the small per-layer tensors are ignored.
 
-    ``streamed=True`` is a what-if, not lrc's code: encoder output, compressor and projector run one
-    clip at a time, so stage 1 is one clip's cost plus the projected tokens gathered so far.
+    ``streamed=False`` is lrc before ``encode_video`` streamed: the whole video in one visual pass.
     """
     b = s.bytes
     k = tokens_per_frame(setting, s, compressed)
     n = frames * k
     l0 = n + s.text_tokens
-    feats = (s.clip_len if streamed else frames) * s.frame_tokens * s.feat_dim * b
-    feats32 = feats * 4 / b
+    chunk = min(frames, max(s.clip_len, s.chunk_frames // s.clip_len * s.clip_len)) if streamed else frames
+    feats = chunk * s.frame_tokens * s.feat_dim * b
+    work = feats * (4 / b if s.dtype == "float16" else 1)
     if setting == "none":
-        stage1 = 2 * feats + (s.clip_len * k if streamed else n) * s.hidden * b
+        stage1 = 2 * feats + chunk * k * s.hidden * b
     else:
-        stage1 = feats + 2.5 * feats32
-    if streamed:
-        stage1 += n * s.hidden * b
+        stage1 = feats + 2.5 * work
+    stage1 += n * s.hidden * b
 
     lengths = []  # sequence length seen by each decoder layer
     keep = 1.0
@@ -140,7 +142,7 @@ def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed
 
 
 def analytic_max_frames(setting: str, s: Sizes, compressed: int, cap: float, limit: int,
-                        streamed: bool = False) -> tuple[int, str]:
+                        streamed: bool = True) -> tuple[int, str]:
     """Largest multiple of clip_len (≤ limit) whose estimate fits under cap; the binding stage there."""
     lo, hi = 0, limit // s.clip_len  # in clips
     while lo < hi:
@@ -184,6 +186,7 @@ def build_pipeline(setting: str, s: Sizes, compressed: int):
     dropout = (TokenDropout(layers=s.drop_layers, ratios=s.ratios, mode="uniform_then_attention")
                if setting == "tome+dropout" else None)
     model = VideoMLLM(encoder, compressor, projector.to(dtype), llm, img_context_id=s.vocab - 1, token_dropout=dropout)
+    model.chunk_frames = s.chunk_frames
     return model.eval()
 
 
@@ -285,6 +288,7 @@ def main() -> None:
     p.add_argument("--clip-len", type=int, default=4)
     p.add_argument("--tokens-per-frame", type=int, default=16, help="after ToMe (HiCo: 16)")
     p.add_argument("--text-tokens", type=int, default=64)
+    p.add_argument("--chunk-frames", type=int, default=64, help="frames per visual pass (VideoMLLM.chunk_frames)")
     # the measured (small) LLM
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
@@ -305,7 +309,7 @@ def main() -> None:
     # the search
     p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of none, tome, tome+dropout")
     p.add_argument("--tolerance", type=float, default=0.05, help="stop when fitting/failing T are this close (relative)")
-    p.add_argument("--max-frames", type=int, default=4096, help="upper end of the search")
+    p.add_argument("--max-frames", type=int, default=16384, help="upper end of the search")
     p.add_argument("--analytic-only", action="store_true", help="skip the measured search")
     p.add_argument("--quick", action="store_true", help="cap 0.25 GiB, tiny model, coarse search")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -314,22 +318,22 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         for k, v in dict(cap_gib=0.25, feat_dim=1024, hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128,
-                         vocab=8192, tolerance=0.25, max_frames=1024).items():
+                         vocab=8192, tolerance=0.25, max_frames=2048, chunk_frames=16).items():
             setattr(args, k, v)
 
     ints = lambda text: [int(x) for x in text.split(",")]
     small = Sizes(args.frame_tokens, args.feat_dim, args.clip_len, args.hidden, args.layers, args.heads, args.kv_heads,
                   args.intermediate, args.vocab, args.text_tokens, args.dtype, ints(args.drop_layers),
-                  [float(x) for x in args.ratios.split(",")])
+                  [float(x) for x in args.ratios.split(",")], args.chunk_frames)
     if args.worker_setting:
         print(json.dumps(probe(args.worker_setting, args.worker_frames, small, args.tokens_per_frame)))
         return
     big = Sizes(args.frame_tokens, args.feat_dim, args.clip_len, args.big_hidden, args.big_layers, 32, 8,
                 args.big_intermediate, args.big_vocab, args.text_tokens, args.big_dtype, ints(args.big_drop_layers),
-                small.ratios)
+                small.ratios, args.chunk_frames)
     # what a worker needs to rebuild `small`
     args.worker_flags = [f"--{k}={getattr(args, k.replace('-', '_'))}" for k in (
-        "frame-tokens", "feat-dim", "clip-len", "tokens-per-frame", "text-tokens", "hidden", "layers", "heads",
+        "frame-tokens", "feat-dim", "clip-len", "tokens-per-frame", "text-tokens", "chunk-frames", "hidden", "layers", "heads",
         "kv-heads", "intermediate", "vocab", "dtype", "drop-layers", "ratios")]
     cap = args.cap_gib * GiB
     k = args.tokens_per_frame
@@ -338,24 +342,31 @@ def main() -> None:
     for setting in args.settings.split(","):
         a_small, where_small = analytic_max_frames(setting, small, k, cap, args.max_frames)
         a_big, where_big = analytic_max_frames(setting, big, k, cap, 1 << 20)
-        s_small, s_where_small = analytic_max_frames(setting, small, k, cap, 1 << 20, streamed=True)
-        s_big, s_where_big = analytic_max_frames(setting, big, k, cap, 1 << 20, streamed=True)
+        w_small, w_where_small = analytic_max_frames(setting, small, k, cap, 1 << 20, streamed=False)
+        w_big, w_where_big = analytic_max_frames(setting, big, k, cap, 1 << 20, streamed=False)
         row = dict(setting=setting, tokens_per_frame=tokens_per_frame(setting, small, k),
                    analytic=a_small, binds=where_small, big=a_big, big_binds=where_big,
-                   streamed=s_small, streamed_binds=s_where_small, big_streamed=s_big, big_streamed_binds=s_where_big)
+                   whole=w_small, whole_binds=w_where_small, big_whole=w_big, big_whole_binds=w_where_big)
         if not args.analytic_only:
             print(f"... {setting}: analytic {a_small} frames; searching", file=sys.stderr, flush=True)
             row["measured"] = measured_max_frames(setting, max(a_small, args.clip_len), small, args, cap)
         rows.append(row)
+    none = next((r for r in rows if r["setting"] == "none"), None)
+    for r in rows:  # frames relative to no compression under the same cap
+        r["big_ratio"] = r["big"] / none["big"] if none and none["big"] else None
+        m, m0 = r.get("measured"), none.get("measured") if none else None
+        r["measured_ratio"] = m["fits"] / m0["fits"] if m and m0 and m0["fits"] else None
 
     print(f"Cap {args.cap_gib:g} GiB of activations (weights excluded), one sample, {args.text_tokens} text tokens, "
-          f"encoder output {args.frame_tokens} × {args.feat_dim} per frame; measured LLM: {describe(small)}; "
-          f"7B-class LLM (analytic): {describe(big)}; dropout ratios {small.ratios} at layers {small.drop_layers} "
-          f"(7B: {big.drop_layers}); {torch.get_num_threads()} threads, torch {torch.__version__}.\n")
+          f"encoder output {args.frame_tokens} × {args.feat_dim} per frame, {args.chunk_frames} frames per visual "
+          f"pass; measured LLM: {describe(small)}; 7B-class LLM (analytic): {describe(big)}; dropout ratios "
+          f"{small.ratios} at layers {small.drop_layers} (7B: {big.drop_layers}); {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f} at the end.\n")
+    ratio = lambda x: "—" if x is None else f"{x:.1f}×"
     print("| setting | tokens/frame | small LLM: analytic max frames (binds at) | small LLM: measured max frames "
-          "| peak at that T (GiB) | probes (s) | 7B-class: analytic max frames (binds at) "
-          "| what-if, visual stage per clip: small / 7B-class (analytic) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| peak at that T (GiB) | probes (s) | × none, measured | 7B-class: analytic max frames (binds at) "
+          "| × none, 7B-class | whole video in one pass: small / 7B-class (analytic) |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         m = r.get("measured")
         if m is None:
@@ -365,8 +376,8 @@ def main() -> None:
             measured = f"{m['fits']}{upper}"
             peak, cost = f"{m['extra_gib']:.2f}", f"{m['probes']} ({m['seconds']:.0f})"
         print(f"| {r['setting']} | {r['tokens_per_frame']} | {r['analytic']} ({r['binds']}) | {measured} | {peak} | "
-              f"{cost} | {r['big']} ({r['big_binds']}) | {r['streamed']} ({r['streamed_binds']}) / "
-              f"{r['big_streamed']} ({r['big_streamed_binds']}) |")
+              f"{cost} | {ratio(r['measured_ratio'])} | {r['big']} ({r['big_binds']}) | {ratio(r['big_ratio'])} | "
+              f"{r['whole']} ({r['whole_binds']}) / {r['big_whole']} ({r['big_whole_binds']}) |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

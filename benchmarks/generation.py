@@ -13,30 +13,31 @@ compared). Each generation produces exactly ``--new-tokens`` tokens, greedy, no 
 ``--token-dropout`` adds the same pair with HiCo token dropout at prefill (layers 2, 4, 6; keep 0.5, 0.25,
 0.125; uniform then attention), the uncached one recomputing with the same drops.
 
-How. Paired and interleaved in one process: each repetition runs every variant once, the order rotating
-from one repetition to the next, after one warm-up round; medians of the times, the median of the
-per-repetition ratios, and the 1-minute load average before and after (the machine is shared). Both
-variants are checked to produce the same tokens.
+How. Paired and interleaved in one process (benchmarks/_common.py): each repetition runs every variant
+once, the order rotating from one repetition to the next, after one warm-up round; medians of the times,
+the median of the per-repetition ratios, and the 1-minute load average before and after (the machine is
+shared). Both variants are checked to produce the same tokens.
 
     python benchmarks/generation.py                    # 64 frames, 64 new tokens, 5 repetitions
     python benchmarks/generation.py --quick            # a small model, for a smoke run
     python benchmarks/generation.py --json gen.json --token-dropout
+    python benchmarks/generation.py --from-json gen.json          # its table again, measuring nothing
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from _common import add_output_args, markdown_table, median_ratio, paired, read_json, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = "generation"
 
 
 def build(args: argparse.Namespace, dropout: bool):
@@ -71,12 +72,10 @@ def build(args: argparse.Namespace, dropout: bool):
     return model, enc.input_ids, visual
 
 
-def run(model, prompt, visual, cached: bool, new_tokens: int) -> tuple[float, list[int]]:
+def run(model, prompt, visual, cached: bool, new_tokens: int) -> list[int]:
     from lrc.model.generation import generate
 
-    t0 = time.perf_counter()
-    out = generate(model, prompt, visual, max_new_tokens=new_tokens, use_cache=cached)
-    return time.perf_counter() - t0, out.token_ids
+    return generate(model, prompt, visual, max_new_tokens=new_tokens, use_cache=cached).token_ids
 
 
 def main() -> None:
@@ -95,8 +94,11 @@ def main() -> None:
     p.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "lrc-bench-corpus"),
                    help="where a 2-video synthetic corpus (for its tokenizer) is kept")
     p.add_argument("--quick", action="store_true", help="small model, 16 frames, 16 new tokens, 2 repetitions")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_output_args(p)
     args = p.parse_args()
+    if args.from_json:
+        print(table(read_json(args.from_json, BENCHMARK)))
+        return
     if args.quick:
         for k, v in dict(frames=16, new_tokens=16, hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128,
                          repeats=2, drop_layers="[1,2,3]").items():
@@ -105,54 +107,63 @@ def main() -> None:
     setups = {"": build(args, dropout=False)}
     if args.token_dropout:
         setups["dropout "] = build(args, dropout=True)
-    variants = [(f"{prefix}{kind}", setup, kind == "cached") for prefix, setup in setups.items()
-                for kind in ("cached", "uncached")]
-    load_before = os.getloadavg()[0]
-    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     tokens: dict[str, list[int]] = {}
+
+    def variant(name: str, model, prompt, visual, cached: bool):
+        def once() -> None:  # greedy: every run gives the same tokens, the last run's are kept
+            tokens[name] = run(model, prompt, visual, cached, args.new_tokens)
+        return once
+
+    variants = {f"{prefix}{kind}": variant(f"{prefix}{kind}", *setup, kind == "cached")
+                for prefix, setup in setups.items() for kind in ("cached", "uncached")}
     with torch.inference_mode():
-        for name, (model, prompt, visual), cached in variants:  # warm-up round
-            tokens[name] = run(model, prompt, visual, cached, args.new_tokens)[1]
-        for r in range(args.repeats):
-            order = variants[r % len(variants):] + variants[:r % len(variants)]
-            for name, (model, prompt, visual), cached in order:
-                print(f"... repetition {r + 1}/{args.repeats}: {name}", file=sys.stderr, flush=True)
-                times[name].append(run(model, prompt, visual, cached, args.new_tokens)[0])
-    load_after = os.getloadavg()[0]
+        times, (load_before, load_after) = paired(variants, args.repeats, progress=True)
 
     model, prompt, _ = setups[""]
     params = sum(p.numel() for p in model.llm.parameters())
     result = {
-        "frames": args.frames, "new_tokens": args.new_tokens, "prompt_tokens": len(prompt),
+        "frames": args.frames, "tokens_per_frame": args.tokens_per_frame, "new_tokens": args.new_tokens,
+        "prompt_tokens": len(prompt),
         "llm": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads, "kv_heads": args.kv_heads,
                 "intermediate": args.intermediate, "params_m": round(params / 1e6, 1)},
         "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "load_average_1m": [round(load_before, 2), round(load_after, 2)],
+        "load_average_1m": [load_before, load_after],
         "median_s": {name: round(statistics.median(v), 3) for name, v in times.items()},
         "times_s": {name: [round(t, 3) for t in v] for name, v in times.items()},
         "same_tokens": {prefix.strip() or "plain": tokens[f"{prefix}cached"] == tokens[f"{prefix}uncached"]
                         for prefix in setups},
     }
     for prefix in setups:
-        pairs = [u / c for c, u in zip(times[f"{prefix}cached"], times[f"{prefix}uncached"])]
-        result[f"{prefix.strip() or 'plain'}_speedup_median"] = round(statistics.median(pairs), 2)
-
-    print(f"\nLLM: Qwen2-style, hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, "
-          f"intermediate {args.intermediate} ({params / 1e6:.1f} M params), float32, SDPA; prompt {len(prompt)} tokens "
-          f"({args.frames} frames x {args.tokens_per_frame}); {args.new_tokens} new tokens, greedy; "
-          f"{args.repeats} paired repetitions; {torch.get_num_threads()} threads, torch {torch.__version__}; "
-          f"load average {load_before:.2f} -> {load_after:.2f}.\n")
-    print("| variant | median s | tokens / s | speedup (median of pairs) | same tokens |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for prefix in setups:
-        key = prefix.strip() or "plain"
-        for kind in ("cached", "uncached"):
-            name = f"{prefix}{kind}"
-            median = statistics.median(times[name])
-            speed = f"{result[f'{key}_speedup_median']:.1f}x" if kind == "cached" else "1.0x"
-            print(f"| {name} | {median:.2f} | {args.new_tokens / median:.1f} | {speed} | {result['same_tokens'][key]} |")
+        result[f"{prefix.strip() or 'plain'}_speedup_median"] = round(
+            median_ratio(times[f"{prefix}uncached"], times[f"{prefix}cached"]), 2)
+    print(table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, BENCHMARK, result)
+
+
+def table(result: dict) -> str:
+    """The Markdown of a result (what --json writes): a function of it alone."""
+    llm, (before, after) = result["llm"], result["load_average_1m"]
+    lines = [
+        "",
+        f"LLM: Qwen2-style, hidden {llm['hidden']}, {llm['layers']} layers, {llm['heads']}/{llm['kv_heads']} heads, "
+        f"intermediate {llm['intermediate']} ({llm['params_m']:.1f} M params), float32, SDPA; prompt "
+        f"{result['prompt_tokens']} tokens ({result['frames']} frames x {result['tokens_per_frame']}); "
+        f"{result['new_tokens']} new tokens, greedy; {result['repeats']} paired repetitions; {result['threads']} "
+        f"threads, torch {result['torch']}; load average {before:.2f} -> {after:.2f}.",
+        "",
+    ]
+    body = []
+    for key in result["same_tokens"]:
+        prefix = "" if key == "plain" else f"{key} "
+        for kind in ("cached", "uncached"):
+            median = result["median_s"][f"{prefix}{kind}"]
+            speed = f"{result[f'{key}_speedup_median']:.1f}x" if kind == "cached" else "1.0x"
+            body.append([f"{prefix}{kind}", f"{median:.2f}", f"{result['new_tokens'] / median:.1f}", speed,
+                         result["same_tokens"][key]])
+    lines += markdown_table(["variant", "median s", "tokens / s", "speedup (median of pairs)", "same tokens"], body,
+                            "lrrrl")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

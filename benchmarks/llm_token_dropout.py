@@ -19,16 +19,19 @@ teacher-forced evaluation), so the table also gives the logits' share of the mem
 Why. HiCo's second level buys shorter sequences in the deeper layers; this shows what that buys in
 time and memory as videos get longer, and what the layer-by-layer forward costs when nothing is dropped.
 
-Time: the first forward is the memory measurement (and warm-up); then ``--repeats`` timed forwards,
-under ``torch.inference_mode``; the mean is reported. Peak memory: each (frames, variant) runs in a
-fresh subprocess that builds the model and the inputs, reads its resident set size (VmRSS) as the
-baseline, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``, Linux ≥ 4.0), runs the forward
-and reads VmHWM; "peak extra" = VmHWM − baseline (what the forward needed on top of weights and inputs,
-logits included). Where the reset is not allowed it falls back to ``ru_maxrss`` − baseline (an upper
-bound). Figures come from a shared 2-core CPU: indicative.
+Time. One model in this process; for each frame count the three forwards run interleaved
+(benchmarks/_common.py: one warm-up round, then ``--repeats`` rounds each running every variant once, the
+order rotating), under ``torch.inference_mode``: the median time of each and the median of the
+per-repetition ratios to ``hf``, with the load average before and after. Peak memory: each (frames,
+variant) runs in a fresh subprocess that builds the model and the inputs, reads its resident set size
+(VmRSS) as the baseline, resets the kernel's peak-RSS mark (``/proc/self/clear_refs``, Linux ≥ 4.0),
+runs the forward and reads VmHWM; "peak extra" = VmHWM − baseline (what the forward needed on top of
+weights and inputs, logits included). Where the reset is not allowed it falls back to ``ru_maxrss`` −
+baseline (an upper bound). Figures come from a shared 2-core CPU: read the ratios.
 
     python benchmarks/llm_token_dropout.py                     # 16..256 frames
     python benchmarks/llm_token_dropout.py --quick             # tiny model, 2 frame counts
+    python benchmarks/llm_token_dropout.py --json t.json       # keep the results; --from-json t.json prints them
 """
 
 from __future__ import annotations
@@ -36,17 +39,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
-import time
 
 import torch
 
-VARIANTS = ("hf", "lrc", "dropout")
-
-
-from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,  # noqa: E402
+from _common import (add_output_args, describe_run, machine, markdown_table, median_ratio, paired, read_json,
+                     write_json)
+from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,
                      status_kib as _status_kib)
+
+BENCHMARK = "llm_token_dropout"
+VARIANTS = ("hf", "lrc", "dropout")
 
 
 # -- the model and one sample ---------------------------------------------------------------------
@@ -87,74 +92,95 @@ def make_forward(variant: str, model, embeds, attention_mask, visual_mask, args)
     return lambda: forward_with_token_dropout(model, embeds, attention_mask, visual_mask, schedule).logits
 
 
-# -- one (frames, variant) in this process ------------------------------------------------------
-def worker(args: argparse.Namespace) -> dict:
-    frames, variant = args.worker_frames, args.worker_variant
+# -- peak memory of one (frames, variant), in a fresh process ----------------------------------
+def memory_worker(args: argparse.Namespace) -> dict:
     model = build_model(args)
-    embeds, attention_mask, visual_mask = sample(frames, args)
-    forward = make_forward(variant, model, embeds, attention_mask, visual_mask, args)
+    embeds, attention_mask, visual_mask = sample(args.worker_frames, args)
+    forward = make_forward(args.worker_variant, model, embeds, attention_mask, visual_mask, args)
 
     base_kib = _status_kib("VmRSS") or _max_rss_kib()
     reset_ok = _reset_peak()
     with torch.inference_mode():
-        logits = forward()  # measured cold forward, also the warm-up
+        logits = forward()  # the measured (cold) forward
     peak_kib = _peak_kib(reset_ok)
-    out_len = logits.shape[1]
-    logits_mib = logits.numel() * logits.element_size() / 2**20
-    del logits
-
-    times = []
-    with torch.inference_mode():
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            forward()
-            times.append(time.perf_counter() - t0)
-    return dict(frames=frames, variant=variant, seq_in=embeds.shape[1], seq_out=out_len,
-                ms=1e3 * sum(times) / len(times), extra_mib=(peak_kib - base_kib) / 1024, logits_mib=logits_mib,
+    return dict(extra_mib=(peak_kib - base_kib) / 1024, logits_mib=logits.numel() * logits.element_size() / 2**20,
                 memory_method="VmHWM reset" if reset_ok else "ru_maxrss (upper bound)")
 
 
 # -- driver -------------------------------------------------------------------------------------
 # the sizes a worker needs, passed on explicitly
 WORKER_FLAGS = ("tokens_per_frame", "text_before", "text_after", "hidden", "layers", "heads", "kv_heads",
-                "intermediate", "vocab", "dtype", "drop_layers", "ratios", "mode", "repeats")
+                "intermediate", "vocab", "dtype", "drop_layers", "ratios", "mode")
 
 
-def run_one(frames: int, variant: str, args: argparse.Namespace) -> dict:
+def run_memory(frames: int, variant: str, args: argparse.Namespace) -> dict:
     flags = []
     for name in WORKER_FLAGS:
         value = getattr(args, name)
         value = ",".join(str(v) for v in value) if isinstance(value, list) else value
         flags.append(f"--{name.replace('_', '-')}={value}")
-    cmd = [sys.executable, os.path.abspath(__file__), *flags, f"--worker-frames={frames}", f"--worker-variant={variant}"]
+    cmd = [sys.executable, os.path.abspath(__file__), *flags, f"--worker-frames={frames}",
+           f"--worker-variant={variant}"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        return dict(frames=frames, variant=variant, error=(proc.stderr.strip().splitlines() or ["?"])[-1])
+        return dict(error=(proc.stderr.strip().splitlines() or ["?"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def table(rows: list[dict], args: argparse.Namespace) -> str:
-    params = sum(p.numel() for p in build_model(args).parameters())
+def measure(frames: list[int], variants: list[str], args: argparse.Namespace) -> dict:
+    """Per frame count, the variants timed paired in this process; then each one's peak memory in a subprocess."""
+    model = build_model(args)
+    rows, seconds, loads = [], {}, []
+    for n in frames:
+        embeds, attention_mask, visual_mask = sample(n, args)
+        forwards = {v: make_forward(v, model, embeds, attention_mask, visual_mask, args) for v in variants}
+        with torch.inference_mode():
+            kept = {v: forward().shape[1] for v, forward in forwards.items()}
+            print(f"... {n} frames: timing {', '.join(variants)}, {args.repeats} paired repetitions", file=sys.stderr,
+                  flush=True)
+            times, load = paired(forwards, args.repeats)
+        loads.append(load)
+        for v in variants:
+            row = dict(frames=n, variant=v, seq_in=embeds.shape[1], seq_out=kept[v],
+                       ms=round(1e3 * statistics.median(times[v]), 1))
+            if "hf" in times:
+                row["ratio_to_hf"] = round(median_ratio(times[v], times["hf"]), 3)
+            rows.append(row)
+            seconds[f"{n} {v}"] = [round(t, 4) for t in times[v]]
+    for row in rows:
+        print(f"... peak memory: {row['frames']} frames, {row['variant']}", file=sys.stderr, flush=True)
+        row.update(run_memory(row["frames"], row["variant"], args))
+    setup = {k: getattr(args, k) for k in ("hidden", "layers", "heads", "kv_heads", "intermediate", "vocab", "dtype",
+                                           "tokens_per_frame", "text_before", "text_after", "drop_layers", "ratios",
+                                           "mode")}
+    setup["params"] = sum(p.numel() for p in model.parameters())
+    # the load before the first frame count and after the last
+    return {"setup": setup, "machine": machine([loads[0][0], loads[-1][1]], args.repeats), "rows": rows,
+            "seconds": seconds}
+
+
+def table(result: dict) -> str:
+    """The Markdown of a result (what --json writes): a function of it alone."""
+    s, m = result["setup"], result["machine"]
     lines = [
-        f"Qwen2-style LLM: hidden {args.hidden}, {args.layers} layers, {args.heads} heads / {args.kv_heads} KV heads, "
-        f"intermediate {args.intermediate}, vocab {args.vocab} ({params / 1e6:.1f} M params), {args.dtype}, SDPA; "
-        f"{args.tokens_per_frame} tokens per frame + {args.text_before + args.text_after} text tokens; "
-        f"dropout = layers {args.drop_layers}, ratios {args.ratios}, {args.mode}; "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}.",
+        f"Qwen2-style LLM: hidden {s['hidden']}, {s['layers']} layers, {s['heads']} heads / {s['kv_heads']} KV heads, "
+        f"intermediate {s['intermediate']}, vocab {s['vocab']} ({s['params'] / 1e6:.1f} M params), {s['dtype']}, SDPA; "
+        f"{s['tokens_per_frame']} tokens per frame + {s['text_before'] + s['text_after']} text tokens; "
+        f"dropout = layers {s['drop_layers']}, ratios {s['ratios']}, {s['mode']}; per frame count, {describe_run(m)}",
         "",
-        "| frames | variant | seq in | seq out (logits) | ms / forward | vs hf | peak extra MiB | logits MiB |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    hf_ms = {r["frames"]: r["ms"] for r in rows if r.get("variant") == "hf" and "ms" in r}
-    for r in rows:
+    body = []
+    for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['frames']} | {r['variant']} | error: {r['error']} | | | | | |")
+            body.append([r["frames"], r["variant"], f"error: {r['error']}", *[""] * 5])
             continue
-        rel = f"{r['ms'] / hf_ms[r['frames']]:.2f}×" if r["frames"] in hf_ms else ""
         mark = "" if r["memory_method"] == "VmHWM reset" else " *"
-        lines.append(f"| {r['frames']} | {r['variant']} | {r['seq_in']} | {r['seq_out']} | {r['ms']:.0f} | {rel} | "
-                     f"{r['extra_mib']:.0f}{mark} | {r['logits_mib']:.0f} |")
-    if any(r.get("memory_method", "VmHWM reset") != "VmHWM reset" for r in rows):
+        body.append([r["frames"], r["variant"], r["seq_in"], r["seq_out"], f"{r['ms']:.0f}",
+                     f"{r['ratio_to_hf']:.2f}×" if "ratio_to_hf" in r else "", f"{r['extra_mib']:.0f}{mark}",
+                     f"{r['logits_mib']:.0f}"])
+    lines += markdown_table(["frames", "variant", "seq in", "seq out (logits)", "median ms / forward",
+                             "× hf (median of ratios)", "peak extra MiB", "logits MiB"], body, "rlrrrrrr")
+    if any(r.get("memory_method", "VmHWM reset") != "VmHWM reset" for r in result["rows"]):
         lines.append("\n\\* ru_maxrss − baseline (peak-RSS reset unavailable): an upper bound.")
     return "\n".join(lines)
 
@@ -176,15 +202,18 @@ def main() -> None:
     p.add_argument("--ratios", default="0.5,0.25,0.125", help="kept fraction of the original visual tokens")
     p.add_argument("--mode", default="uniform_then_attention", choices=["uniform", "attention", "uniform_then_attention"])
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of hf, lrc, dropout")
-    p.add_argument("--repeats", type=int, default=2, help="timed forwards after the measured one")
-    p.add_argument("--quick", action="store_true", help="tiny model and two frame counts, for a smoke run")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.add_argument("--repeats", type=int, default=5, help="paired repetitions after one warm-up round")
+    p.add_argument("--quick", action="store_true", help="tiny model, two frame counts, 3 repetitions, for a smoke run")
+    add_output_args(p)
     p.add_argument("--worker-frames", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-variant", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.from_json:
+        print(table(read_json(args.from_json, BENCHMARK)))
+        return
     if args.quick:
         for k, v in dict(frames="8,16", hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128, vocab=1000,
-                         drop_layers="1,2,3", repeats=1).items():
+                         drop_layers="1,2,3", repeats=3).items():
             setattr(args, k, v)
     args.drop_layers = [int(x) for x in str(args.drop_layers).split(",")]
     args.ratios = [float(x) for x in str(args.ratios).split(",")]
@@ -192,17 +221,12 @@ def main() -> None:
     args.max_positions = args.text_before + max(frames + [args.worker_frames or 0]) * args.tokens_per_frame + args.text_after
 
     if args.worker_variant:
-        print(json.dumps(worker(args)))
+        print(json.dumps(memory_worker(args)))
         return
-    rows = []
-    for n in frames:
-        for variant in args.variants.split(","):
-            print(f"... {n} frames, {variant}", file=sys.stderr, flush=True)
-            rows.append(run_one(n, variant, args))
-    print(table(rows, args))
+    result = measure(frames, args.variants.split(","), args)
+    print(table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, BENCHMARK, result)
 
 
 if __name__ == "__main__":

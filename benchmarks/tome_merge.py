@@ -9,8 +9,8 @@ clip, merged to 16 tokens per frame, metric groups of 128 channels):
   few lines (bipartite soft matching with ``scatter_reduce(sum)``, no order restored);
 * ``lrc-fp32``: lrc's compressor on the same clips in float32.
 
-Time. The variants run interleaved in one process (every repetition runs each once, in a fresh random
-order), so machine noise hits them alike; the table gives each one's median time per clip and the median
+Time. The variants run interleaved in one process (benchmarks/_common.py: one warm-up round, then every
+repetition runs each once, the order rotating), so machine noise hits them alike; the table gives each one's median time per clip and the median
 of the per-repetition ratios to ``reference-bf16``, with the load average before and after.
 
 Memory. Each variant runs once more in a fresh subprocess: the resident set size with the input built is
@@ -19,27 +19,27 @@ memory, also given as a multiple of the input's size.
 
     python benchmarks/tome_merge.py               # 8 clips, 15 paired repetitions
     python benchmarks/tome_merge.py --quick       # tiny shapes, seconds
-    python benchmarks/tome_merge.py --json out.json
+    python benchmarks/tome_merge.py --json out.json   # keep the results; --from-json out.json prints them again
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import statistics
 import subprocess
 import sys
-import time
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from _common import add_output_args, median_ratio, paired, read_json, write_json
 from _memory import peak_kib, reset_peak, status_kib  # noqa: E402
 
 from lrc.registry import COMPRESSORS
 
+BENCHMARK = "tome_merge"
 VARIANTS = ("lrc-bf16", "reference-bf16", "lrc-fp32")
 
 
@@ -88,13 +88,6 @@ def runner(variant: str, args: argparse.Namespace):
     return tome
 
 
-def timed(fn, x: torch.Tensor) -> float:
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        fn(x)
-    return time.perf_counter() - t0
-
-
 def memory_worker(args: argparse.Namespace) -> dict:
     x = make_inputs(args)["fp32" if args.worker.endswith("fp32") else "bf16"]
     fn = runner(args.worker, args)
@@ -121,9 +114,12 @@ def main() -> None:
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="tiny shapes and 3 repetitions")
-    p.add_argument("--json", help="write the rows here")
+    add_output_args(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.from_json:
+        print(table(read_json(args.from_json, BENCHMARK)))
+        return
     if args.quick:
         args.clips, args.frame_tokens, args.dim, args.head_dim, args.repeats = 2, 64, 256, 64, 3
     if args.worker:
@@ -131,16 +127,9 @@ def main() -> None:
         return
 
     inputs = make_inputs(args)
-    fns = {v: runner(v, args) for v in VARIANTS}
-    for v in VARIANTS:  # one untimed run each
-        timed(fns[v], inputs["fp32" if v.endswith("fp32") else "bf16"])
-    load_before = os.getloadavg()
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    rng = random.Random(0)
-    for _ in range(args.repeats):
-        for v in rng.sample(VARIANTS, len(VARIANTS)):
-            times[v].append(timed(fns[v], inputs["fp32" if v.endswith("fp32") else "bf16"]))
-    load_after = os.getloadavg()
+    fns = {v: partial(runner(v, args), inputs["fp32" if v.endswith("fp32") else "bf16"]) for v in VARIANTS}
+    with torch.inference_mode():
+        times, load = paired(fns, args.repeats)
 
     memory = {}
     passed = [a for a in sys.argv[1:] if a != "--json" and not a.endswith(".json")]
@@ -151,22 +140,29 @@ def main() -> None:
 
     rows = []
     for v in VARIANTS:
-        ratios = [a / b for a, b in zip(times[v], times["reference-bf16"])]
         rows.append({"variant": v, "median_ms_per_clip": round(1000 * statistics.median(times[v]) / args.clips, 3),
-                     "median_ratio_to_reference": round(statistics.median(ratios), 3), **memory[v]})
+                     "median_ratio_to_reference": round(median_ratio(times[v], times["reference-bf16"]), 3),
+                     **memory[v]})
     shape = f"{args.clips} clips of {args.clip_len}×{args.frame_tokens} tokens × {args.dim} → {args.tokens_per_frame}/frame"
-    print(f"ToMe merge, {shape}, head_dim {args.head_dim}; {args.repeats} paired repetitions; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads; load average {load_before[0]:.2f} before, "
-          f"{load_after[0]:.2f} after\n")
-    print("| variant | median ms / clip | median ratio to reference-bf16 | peak extra MiB | × input |")
-    print("| --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['median_ms_per_clip']} | {r['median_ratio_to_reference']} | "
-              f"{r['peak_extra_mib']}{'' if r['peak_reset'] else ' (upper bound)'} | {r['peak_over_input']} |")
+    result = {"shape": shape, "head_dim": args.head_dim, "repeats": args.repeats, "load_average": load,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+    print(table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"shape": shape, "repeats": args.repeats, "load_average": [load_before, load_after],
-                       "threads": torch.get_num_threads(), "rows": rows}, f, indent=2)
+        write_json(args.json, BENCHMARK, result)
+
+
+def table(result: dict) -> str:
+    """The Markdown of a result (what --json writes): a function of it alone."""
+    before, after = result["load_average"]
+    lines = [f"ToMe merge, {result['shape']}, head_dim {result['head_dim']}; {result['repeats']} paired repetitions; "
+             f"torch {result['torch']}, {result['threads']} threads; load average {before:.2f} before, "
+             f"{after:.2f} after", "",
+             "| variant | median ms / clip | median ratio to reference-bf16 | peak extra MiB | × input |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        lines.append(f"| {r['variant']} | {r['median_ms_per_clip']} | {r['median_ratio_to_reference']} | "
+                     f"{r['peak_extra_mib']}{'' if r['peak_reset'] else ' (upper bound)'} | {r['peak_over_input']} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """From annotation records to padded training batches.
 
-One sample: sampler plugin → frame indices/timestamps → decord decode (resized at decode time) →
-normalised ``pixel_values [T,3,S,S]`` → prompt with the video spliced in → ids and labels.
+One sample: sampler plugin → frame indices/timestamps → decode (lrc/data/video.py: PyAV, resized while
+converting; exact frames, or nearby key frames when the sampler allows, with their true indices and
+timestamps) → normalised ``pixel_values [T,3,S,S]`` → prompt with the video spliced in → ids and labels.
+Decoding runs in persistent DataLoader worker processes by default (``data.num_workers``, lrc/cpus.py).
 
 A sample whose video cannot be read is not an error: ``__getitem__`` returns a *skip marker* with the
 sample id and the reason; the collate function drops it from the batch and passes the marker on, so
@@ -16,6 +18,7 @@ worth nothing and would otherwise only be noticed at the end.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lrc.config.schema import DataConfig  # the defaults below are the config's
+from lrc.cpus import data_workers, decode_threads
 from lrc.data.annotations import Record
 from lrc.data.collate import Collate
 from lrc.data.media import Skipped, open_video, read_images, segment_frames
@@ -35,7 +39,7 @@ from lrc.data.resumable import EpochShuffleSampler, ResumableLoader
 from lrc.data.sharding import data_parallel_rank, eval_sampler
 from lrc.data.tasks import task_targets
 from lrc.data.prompt import PromptBuilder, PromptError
-from lrc.data.video import VideoReadError
+from lrc.data.video import VideoReadError, read_opened
 from lrc.errors import LrcError
 
 log = logging.getLogger(__name__)
@@ -78,9 +82,12 @@ class VideoConversationDataset(Dataset):
         frame_folder_fps: float = DataConfig.frame_folder_fps,
         media_root: str | Path | None = None,
         allow_outside_root: bool = DataConfig.allow_outside_root,
+        decode_threads: int = 1,
     ):
-        """``media_root`` / ``allow_outside_root``: where a record's media may be (lrc/data/paths.py; None: anywhere)."""
+        """``media_root`` / ``allow_outside_root``: where a record's media may be (lrc/data/paths.py; None: anywhere).
+        ``decode_threads``: the video decoder's threads per read (lrc/cpus.py)."""
         self.records = records
+        self.decode_threads = decode_threads
         self.policy = MediaPolicy(media_root, allow_outside_root)
         self.read_timeout_s = read_timeout_s
         self.frame_folder_fps = frame_folder_fps
@@ -112,7 +119,8 @@ class VideoConversationDataset(Dataset):
             out = (frames, np.zeros(n), 0.0, np.arange(n))
         else:
             with open_video(rec.video, size=self.image_size, timeout_s=self.read_timeout_s, fps=rec.fps,
-                            frame_folder_fps=self.frame_folder_fps) as video:
+                            frame_folder_fps=self.frame_folder_fps, threads=self.decode_threads) as video:
+                lo = 0
                 if rec.start is None and rec.end is None:
                     indices, timestamps = self.sampler(video.num_frames, video.fps, video.duration)
                     duration = video.duration
@@ -121,7 +129,12 @@ class VideoConversationDataset(Dataset):
                     duration = (hi - lo) / video.fps
                     indices, timestamps = self.sampler(hi - lo, video.fps, duration)
                     indices = np.asarray(indices) + lo
-                frames = video.get_frames(indices)
+                # a sampler that allows it (``exact = False``) gets nearby key frames where they are cheaper; a
+                # frame read in place of a sampled one brings its own index and time (segment-relative)
+                got = read_opened(video, indices, exact=getattr(self.sampler, "exact", True))
+                moved = got.indices != np.asarray(indices)
+                timestamps = np.where(moved, (got.indices - lo) / video.fps, np.asarray(timestamps, dtype=np.float64))
+                frames, indices = got.frames, got.indices
             out = (frames, timestamps, duration, indices)
         if self._cache is not None:
             self._cache[key] = out
@@ -136,7 +149,7 @@ class VideoConversationDataset(Dataset):
                 raise VideoReadError(missing[0], "file not found")
             return len(rec.images), 0.0
         with open_video(rec.video, size=self.image_size, timeout_s=self.read_timeout_s, fps=rec.fps,
-                        frame_folder_fps=self.frame_folder_fps) as video:
+                        frame_folder_fps=self.frame_folder_fps, threads=self.decode_threads) as video:
             if rec.start is None and rec.end is None:
                 return len(self.sampler(video.num_frames, video.fps, video.duration)[0]), video.duration
             lo, hi = segment_frames(video.num_frames, video.fps, rec.start, rec.end, rec.video)
@@ -263,7 +276,7 @@ class VideoDataModule(L.LightningDataModule):
         std: Sequence[float],
         batch_size: int = DataConfig.batch_size,
         eval_batch_size: int | None = None,
-        num_workers: int = DataConfig.num_workers,
+        num_workers: int | None = DataConfig.num_workers,
         max_length: int = DataConfig.max_length,
         cache_frames: bool = DataConfig.cache_frames,
         pad_id: int = 0,
@@ -276,9 +289,11 @@ class VideoDataModule(L.LightningDataModule):
         frame_folder_fps: float = DataConfig.frame_folder_fps,
         media_root: str | Path | None = None,
         allow_outside_root: bool = DataConfig.allow_outside_root,
+        threads: int | None = None,
     ):
-        """``media_root`` / ``allow_outside_root``: where a record's media may be (data.root,
-        data.allow_outside_root; lrc/data/paths.py). ``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
+        """``threads``: run.threads; with ``num_workers`` (None: from the threads) it decides the loaders' worker
+        processes and the decoder's threads (lrc/cpus.py). ``media_root`` / ``allow_outside_root``: where a record's
+        media may be (data.root, data.allow_outside_root; lrc/data/paths.py). ``tasks``: use only records whose ``task`` is listed (None: all), so one corpus serves
         studies with and without TPO's task data. ``seed``: the train order of epoch e is a function
         of (seed, e), so an interrupted run resumes mid-epoch exactly (lrc/data/resumable.py).
         ``read_timeout_s``: per video open/read (lrc/data/video.py). ``max_bad_fraction``: stop with
@@ -300,16 +315,17 @@ class VideoDataModule(L.LightningDataModule):
         self.files = {"train": train_file, "val": val_file}
         self.counts: dict[str, list[SourceCount]] = {}  # per split: what each source contributed
         self.tasks = set(tasks) if tasks is not None else None
+        self.num_workers = data_workers(num_workers, threads)
         self.common = dict(sampler=sampler, prompts=prompts, image_size=image_size, mean=mean, std=std,
                            max_length=max_length, cache_frames=cache_frames, read_timeout_s=read_timeout_s,
                            frame_folder_fps=frame_folder_fps, media_root=media_root,
-                           allow_outside_root=allow_outside_root)
+                           allow_outside_root=allow_outside_root,
+                           decode_threads=decode_threads(self.num_workers, threads))
         self.max_bad_fraction = max_bad_fraction
         self.bad: dict[str, dict[str, Skipped]] = {"train": {}, "val": {}}  # split -> id -> first marker
         self.seen: dict[str, int] = {"train": 0, "val": 0}  # samples delivered, bad ones included
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.collate = Collate(pad_id)
         self.datasets: dict[str, VideoConversationDataset] = {}
 
@@ -376,10 +392,14 @@ class VideoDataModule(L.LightningDataModule):
         self.dataset("val")
 
     def _loader(self, split: str, shuffle: bool, batch_size: int, sampler: Any = None) -> DataLoader:
-        return DataLoader(
-            self.dataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
-            collate_fn=self.collate, persistent_workers=self.num_workers > 0,
-        )
+        return DataLoader(self.dataset(split), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                          collate_fn=self.collate, **self.workers())
+
+    def workers(self) -> dict[str, Any]:
+        """The DataLoader arguments for this module's worker processes (persistent, see ``start_worker``)."""
+        if self.num_workers == 0:
+            return {"num_workers": 0}
+        return {"num_workers": self.num_workers, "persistent_workers": True, "worker_init_fn": start_worker}
 
     def train_lengths(self) -> list[int]:
         """Every train sample's token count (``num_tokens``), measured once, for the packing plan."""
@@ -391,7 +411,7 @@ class VideoDataModule(L.LightningDataModule):
         return self._train_lengths
 
     def train_dataloader(self) -> DataLoader:
-        workers = dict(num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        workers = self.workers()
         dataset = self.dataset("train")
         if self.packing is not None:
             from lrc.data.packing import PackedLoader
@@ -423,6 +443,30 @@ class VideoDataModule(L.LightningDataModule):
         # under several ranks, each evaluates its own shard; lrc/train/module.py gathers the results
         sampler = eval_sampler(len(self.dataset("val")), getattr(self, "trainer", None))
         return self._loader("val", False, self.eval_batch_size, sampler=sampler)
+
+
+def start_worker(worker_id: int) -> None:
+    """A DataLoader worker's start: its own process group and the default signal handlers, then Lightning's
+    per-worker seeding (which Lightning adds itself only to loaders without a ``worker_init_fn``).
+
+    Why: Ctrl-C in a terminal, and a kill of the run's process group, signal every process of the group. The
+    training process turns SIGINT/SIGTERM into a checkpoint and a clean stop (lrc/train/interrupt.py), then
+    shuts its workers down; a worker started without lrc's handler (spawn, forkserver) would die of the same
+    signal at once, and the training process would fail on the lost worker instead of saving, while a forked
+    worker would run a copy of that handler that no one reads. In a group of its own a worker gets only signals
+    sent to it (the loader's shutdown, a cgroup-wide kill), and those act as they normally do."""
+    import signal
+
+    from lightning.fabric.utilities.seed import pl_worker_init_function
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        os.setpgrp()
+    except OSError:  # not permitted here (some sandboxes): the worker stays in the run's group
+        pass
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id)
 
 
 def _media_key(rec: Record) -> str:

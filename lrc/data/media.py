@@ -3,13 +3,18 @@
     with open_video("clips/walk/", size=224, fps=2.0) as video:     # a folder of JPEG/PNG frames
         frames = video.get_frames([0, 4, 8])                         # uint8 [3, 224, 224, 3], RGB
     images = read_images(["a.jpg", "b.png"], size=224)              # uint8 [2, 224, 224, 3]
+    frames, indices, timestamps = read_frames("clip.mp4", [0, 300, 600], size=224, exact=False)
 
 :func:`open_video` picks the reader from the path: a directory is a **frame folder** (its JPEG/PNG files
 in natural order — ``frame_2`` before ``frame_10`` — one video frame each, at the record's ``fps`` or
 ``data.frame_folder_fps``), a ``.gif`` is read with Pillow (its frame delays give the frame rate), and
-anything else is a video file for :class:`lrc.data.video.VideoFile` (decord, PyAV). Every reader has the
-same surface: ``num_frames``, ``fps``, ``duration``, ``backend``, ``get_frames(indices)``, and works as a
-context manager, so samplers and the dataset do not care which one they got.
+anything else is a video file for :class:`lrc.data.video.VideoFile` (PyAV; decord if installed and asked for).
+Every reader has the same surface: ``num_frames``, ``fps``, ``duration``, ``backend``, ``get_frames(indices)``,
+and works as a context manager, so samplers and the dataset do not care which one they got.
+
+:func:`read_frames` is the one-call read (``lrc.data.read_frames``): the frames at given indices, exactly or
+approximately (nearby key frames, lrc/data/video.py), with the indices and timestamps of what was read. The
+data module does the same on the file it has already opened for the sampler (``read_opened``).
 
 An **image** is a one-frame clip (docs/data.md): :func:`read_images` decodes the images of an image record,
 resized like video frames (``size × size``, aspect ratio not kept).
@@ -31,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrc.config.schema import DataConfig
-from lrc.data.video import VideoFile, VideoReadError
+from lrc.data.video import Frames, VideoFile, VideoReadError, read_opened
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the files of a frame folder
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -219,15 +224,33 @@ class GifFile:
 
 def open_video(path: str | os.PathLike, size: int | None = None,
                timeout_s: float | None = DataConfig.read_timeout_s, fps: float | None = None,
-               frame_folder_fps: float = DataConfig.frame_folder_fps) -> Any:
+               frame_folder_fps: float = DataConfig.frame_folder_fps, threads: int = 1) -> Any:
     """The reader for a record's video: a frame folder (at ``fps``, else ``frame_folder_fps``), a GIF, or a video
-    file (:class:`lrc.data.video.VideoFile`, with ``timeout_s``). Use it as a context manager."""
+    file (:class:`lrc.data.video.VideoFile`, with ``timeout_s`` and ``threads`` decoder threads). Use it as a
+    context manager."""
     p = Path(path)
     if p.is_dir():
         return FrameFolder(p, size=size, fps=fps if fps is not None else frame_folder_fps)
     if p.suffix.lower() == ".gif":
         return GifFile(p, size=size)
-    return VideoFile(path, size=size, timeout_s=timeout_s)
+    return VideoFile(path, size=size, timeout_s=timeout_s, threads=threads)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], size: int | None = None, exact: bool = True, *,
+                timeout_s: float | None = DataConfig.read_timeout_s, threads: int = 1,
+                fps: float | None = None) -> Frames:
+    """The frames at ``indices`` of a video file (or frame folder, GIF) as :class:`lrc.data.video.Frames`:
+    ``frames`` uint8 ``[T, H, W, 3]`` RGB (``size x size`` when given), ``indices`` of the frames returned and
+    their ``timestamps`` in seconds (``index / fps``); it unpacks as ``frames, indices, timestamps``.
+
+    ``exact=True``: exactly the frames asked for (decoded from the key frame before each, as little as
+    exactness allows). ``exact=False``: where a key frame lies closer to a requested frame than to any other
+    requested one, that key frame instead (far cheaper to decode; within one key-frame interval; distinct and in
+    order); ``indices`` and ``timestamps`` say which frames came back, so text and targets built from them stay
+    true. docs/data.md, "Reading frames". ``fps``: a frame folder's rate. A file that cannot be read raises
+    :class:`lrc.data.video.VideoReadError` (its ``reason`` says why); a read is bounded by ``timeout_s``."""
+    with open_video(path, size=size, timeout_s=timeout_s, fps=fps, threads=threads) as video:
+        return read_opened(video, indices, exact)
 
 
 def segment_frames(num_frames: int, fps: float, start: float | None, end: float | None,

@@ -10,6 +10,14 @@ then frames at segment midpoints (``lrc.data.sampling.midpoint_indices``). As in
 sampler, the bounds are first moved inward to multiples of ``clip_len`` (``min_frames`` up,
 ``max_frames`` down; an error if none lies between them) and the count is rounded down to a multiple
 before clamping, so it is a multiple of ``clip_len`` within the bounds as written.
+
+Approximate frames by default (``exact: false``): for a video of ``threshold_s`` or longer, sampled at
+``sparse_fps`` (one frame per second by default), a frame moved by less than half the sampling interval shows
+the same scene, and the reader takes a key frame instead of a sampled frame only where the key frame lies
+closer to it than to any other sampled frame, so the frames stay distinct, in order and evenly spread; their
+true indices and timestamps go to the model and the task targets (docs/data.md, "Reading frames"). On long
+videos that cuts decoding several-fold (docs/benchmarks.md); where sampling is dense (short videos,
+``dense_fps``) nearly every frame is read exactly anyway. ``exact: true`` gives exact frames.
 """
 
 from __future__ import annotations
@@ -27,24 +35,34 @@ class AdaptiveFpsSampler:
     to ``[min_frames, max_frames]`` and a multiple of ``clip_len``; frames at segment midpoints.
 
     ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
+
+    Args:
+        dense_fps: frames per second for videos shorter than ``threshold_s`` (motion matters); at least ``sparse_fps``.
+        sparse_fps: frames per second for videos of ``threshold_s`` seconds or longer.
+        threshold_s: the duration, in seconds, where sampling turns sparse.
+        min_frames: fewest frames (moved up to a multiple of ``clip_len``).
+        max_frames: most frames (moved down to a multiple of ``clip_len``).
+        exact: decode exactly these frames; false (the default here, see the module docstring) lets the reader
+            take a nearby key frame where one is closer to a sampled frame than to any other.
     """
 
     def __init__(self, dense_fps: PositiveFloat = 15.0, sparse_fps: PositiveFloat = 1.0,
                  threshold_s: NonNegativeFloat = 30.0, min_frames: PositiveInt = 64, max_frames: PositiveInt = 512,
-                 clip_len: PositiveInt = 1):
+                 clip_len: PositiveInt = 1, exact: bool = False):
         """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         if dense_fps < sparse_fps:
             raise ValueError(f"adaptive_fps sampler: dense_fps ({dense_fps}) must be >= sparse_fps ({sparse_fps}); "
                              f"short videos are the ones sampled densely")
         self.dense_fps, self.sparse_fps, self.threshold_s = float(dense_fps), float(sparse_fps), float(threshold_s)
         self.min_frames, self.max_frames, self.clip_len = min_frames, max_frames, clip_len
+        self.exact = bool(exact)
         # The effective bounds: min_frames rounded up, max_frames down, to multiples of clip_len.
         self.bounds = frame_bounds("adaptive_fps", min_frames, max_frames, clip_len, "the compressor's clip_len")
 
     def __repr__(self) -> str:
         return (f"AdaptiveFpsSampler(dense_fps={self.dense_fps}, sparse_fps={self.sparse_fps}, "
                 f"threshold_s={self.threshold_s}, min_frames={self.min_frames}, max_frames={self.max_frames}, "
-                f"clip_len={self.clip_len})")
+                f"clip_len={self.clip_len}, exact={self.exact})")
 
     def rate(self, duration: float) -> float:
         """Frames per second sampled from a video of ``duration`` seconds."""

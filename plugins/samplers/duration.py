@@ -13,6 +13,13 @@ The count must also be a multiple of the compressor's ``clip_len``, so the rule'
 recipes: 4 or 8 with HiCo's clip of 4). The bounds are moved inward to multiples of that step
 (``min_frames`` up, ``max_frames`` down), so the count stays within the bounds as written; the
 constructor raises if no multiple lies between them.
+
+Approximate frames by default (``exact: false``): for a long video sampled at about one frame per second or
+sparser, a frame moved by less than half the sampling interval shows the same scene, and the reader takes a key frame instead of
+a sampled frame only where the key frame lies closer to it than to any other sampled frame, so the frames stay
+distinct, in order and evenly spread; their true indices and timestamps go to the model and the task targets
+(docs/data.md, "Reading frames"). On long videos that cuts decoding several-fold (docs/benchmarks.md); where
+sampling is dense (short videos) nearly every frame is read exactly anyway. ``exact: true`` gives exact frames.
 """
 
 from __future__ import annotations
@@ -32,12 +39,21 @@ class DurationSampler:
     max_frames]``, a multiple of ``lcm(multiple, clip_len)``; frames at segment midpoints.
 
     ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
+
+    Args:
+        multiple: frames come in multiples of it: ``multiple · floor(duration / multiple)`` (≈ 1 fps; the model
+            card's 4, finetuning used 8).
+        min_frames: fewest frames (the model card's 128; finetuning used 64).
+        max_frames: most frames (the model card's 512; finetuning used 256).
+        exact: decode exactly these frames; false (the default here, see the module docstring) lets the reader
+            take a nearby key frame where one is closer to a sampled frame than to any other.
     """
 
     def __init__(self, multiple: PositiveInt = 4, min_frames: PositiveInt = 128, max_frames: PositiveInt = 512,
-                 clip_len: PositiveInt = 1):
+                 clip_len: PositiveInt = 1, exact: bool = False):
         """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         self.multiple, self.min_frames, self.max_frames, self.clip_len = multiple, min_frames, max_frames, clip_len
+        self.exact = bool(exact)
         self.step = math.lcm(multiple, clip_len)
         # The effective bounds: min_frames rounded up, max_frames down, to multiples of the step.
         self.bounds = frame_bounds("duration", min_frames, max_frames, self.step,
@@ -45,7 +61,7 @@ class DurationSampler:
 
     def __repr__(self) -> str:
         return (f"DurationSampler(multiple={self.multiple}, min_frames={self.min_frames}, "
-                f"max_frames={self.max_frames}, clip_len={self.clip_len})")
+                f"max_frames={self.max_frames}, clip_len={self.clip_len}, exact={self.exact})")
 
     def count(self, duration: float) -> int:
         """How many frames a video of ``duration`` seconds gets."""

@@ -29,19 +29,27 @@ class FixedFpsSampler:
     ``clip_len``, at segment midpoints.
 
     ``clip_len`` is set by the builder from the compressor; do not set it in YAML.
+
+    Args:
+        fps: frames per second of video: ``round(duration · fps)`` frames (halves up).
+        min_frames: fewest frames (moved up to a multiple of ``clip_len``); shorter videos repeat frames.
+        max_frames: most frames (moved down to a multiple of ``clip_len``).
+        exact: decode exactly these frames (true); false lets the reader take a nearby key frame where one is
+            closer to a sampled frame than to any other (docs/data.md, "Reading frames").
     """
 
     def __init__(self, fps: PositiveFloat = 1.0, min_frames: PositiveInt = 4, max_frames: PositiveInt = 512,
-                 clip_len: PositiveInt = 1):
+                 clip_len: PositiveInt = 1, exact: bool = True):
         """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         self.fps = float(fps)
+        self.exact = bool(exact)
         self.min_frames, self.max_frames, self.clip_len = min_frames, max_frames, clip_len
         # The effective bounds: min_frames rounded up, max_frames down, to multiples of clip_len.
         self.bounds = frame_bounds("fixed_fps", min_frames, max_frames, clip_len, "the compressor's clip_len")
 
     def __repr__(self) -> str:
         return (f"FixedFpsSampler(fps={self.fps}, min_frames={self.min_frames}, max_frames={self.max_frames}, "
-                f"clip_len={self.clip_len})")
+                f"clip_len={self.clip_len}, exact={self.exact})")
 
     def count(self, duration: float) -> int:
         """How many frames a video of ``duration`` seconds gets."""

@@ -30,19 +30,28 @@ class UniformSampler:
 
     ``__call__(video_frames, fps, duration=None) -> (indices int64, timestamps float64 seconds)``;
     ``video_frames`` is the video's frame count, ``num_frames`` (constructor) how many to sample.
+
+    Args:
+        num_frames: frames to sample, at the midpoints of ``num_frames`` equal segments; a multiple of the
+            compressor's ``clip_len``. Shorter videos repeat frames.
+        start: where the segments start, in seconds (null: the video's start).
+        end: where the segments end, in seconds (null: the video's end).
+        exact: decode exactly these frames (true); false lets the reader take a nearby key frame where one is
+            closer to a sampled frame than to any other (docs/data.md, "Reading frames").
     """
 
     def __init__(self, num_frames: PositiveInt = 8, start: NonNegativeFloat | None = None,
-                 end: NonNegativeFloat | None = None):
+                 end: NonNegativeFloat | None = None, exact: bool = True):
         """Argument types and ranges are the annotations' (checked by lrc.constraints before building)."""
         if start is not None and end is not None and start >= end:
             raise ValueError(f"uniform sampler: start ({start} s) must be before end ({end} s)")
         self.num_frames = int(num_frames)
+        self.exact = bool(exact)
         self.start = None if start is None else float(start)
         self.end = None if end is None else float(end)
 
     def __repr__(self) -> str:
-        return f"UniformSampler(num_frames={self.num_frames}, start={self.start}, end={self.end})"
+        return f"UniformSampler(num_frames={self.num_frames}, start={self.start}, end={self.end}, exact={self.exact})"
 
     def __call__(self, video_frames: int, fps: float, duration: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Indices (sorted, in ``[0, video_frames − 1]``) and their timestamps in seconds.

@@ -216,6 +216,8 @@ def test_fit_on_salted_corpus_trains_to_the_end_and_lists_each_bad_file(salted, 
     report = json.loads((run_dir / "skipped.json").read_text())
     assert {r["id"]: Path(r["video"]) for r in report} == {f"salt-{kind}": path for kind, path in bad.items()}
     assert metrics["data/skipped"] == len(bad) and metrics["train/steps"] > 0
+    # decoded in a worker process by default; the fit reports how long it waited for batches
+    assert metrics["data/wait_s"] >= 0 and 0 <= metrics["data/wait_fraction"] < 1
     assert (run_dir / "checkpoints" / "last.ckpt").exists()
 
 

@@ -271,6 +271,7 @@ def test_a_packed_fit_stopped_mid_epoch_resumes_to_the_same_weights(resume_tools
         "trainer.max_epochs=2", "data.cache_frames=false", "data.packing.enabled=true",
         "data.packing.max_tokens=1024", "data.max_length=512", "data.packing.lookahead=8",
         "data.sampler.name=signal_once", f"data.sampler.flag={flag}",
+        "data.num_workers=0",  # the sampler signals its own process: the training process, loading in-process
         # the 40 train samples are measured first (one sampler call each), then packs load: call 60 is
         # inside the third or so pack of the first epoch
         "data.sampler.at_call=60",
@@ -319,7 +320,8 @@ def test_two_ddp_ranks_train_on_their_own_packs_like_one_process_accumulating_tw
     import sys
 
     overrides = [*tiny_overrides, "data.packing.enabled=true", "data.packing.max_tokens=1024",
-                 "data.max_length=512", "data.packing.lookahead=8", "trainer.max_steps=2"]
+                 "data.max_length=512", "data.packing.lookahead=8", "trainer.max_steps=2",
+                 "data.num_workers=0"]  # packs are recorded as they are collated: no worker collating ahead
     packs = tmp_path / "packs.jsonl"
     driver = tmp_path / "driver.py"
     driver.write_text(DDP_DRIVER.format(root=str(DEMO.parents[2])))

@@ -15,7 +15,7 @@ from lrc.data.annotations import load_annotations
 from lrc.data.synth import build_corpus_tokenizer, synthesize
 from lrc.data.synth.corpus import SPECIAL_TOKENS
 from lrc.data.synth.scenes import DIRECTIONS, FPS_CHOICES, PALETTE, SHAPES, video_spec
-from lrc.data.video import VideoFile
+from lrc.data.video import VideoFile, decord_available
 
 KEYS = {"id", "video", "duration", "fps", "task", "question_type", "conversations", "options", "answer", "objects"}
 SMALL = dict(videos=6, seed=0, min_seconds=1.5, max_seconds=4.0)
@@ -126,7 +126,8 @@ def test_answer_letters_balanced_per_question_type(tmp_path):
         assert counts == {letter: 3 for letter in options}, qtype
 
 
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", [pytest.param("decord", marks=pytest.mark.skipif(
+    not decord_available(), reason="decord is not installed")), "pyav"])
 def test_every_video_decodes_and_matches_its_annotation(corpus, backend):
     out, _ = corpus
     for rel, r in _videos(out).items():
