@@ -7,7 +7,10 @@
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one source of the version (pyproject.toml reads it)
+# the distribution's name on PyPI: `pip install lrc-video` (the name `lrc` belongs to an unrelated project);
+# the import name and the command stay `lrc`
+DISTRIBUTION = "lrc-video"
 
 # public names imported when first used (as lrc.config does): every layer may read lrc.__version__, and the
 # inference layer stays above them

@@ -1,20 +1,25 @@
 """The ``lrc`` command line.
 
+    lrc --version
     lrc plugins list [--json]
+    lrc plugins show KIND NAME
+    lrc config show CONFIG [--raw] [--json] [key=value ...]
     lrc validate CONFIG [key=value ...]
     lrc fit CONFIG [--out RUN_DIR] [key=value ...]
     lrc fit CONFIG --out RUN_DIR --resume-if-exists [key=value ...]
     lrc fit --resume RUN_DIR [trainer.key=value ...]
     lrc test CONFIG --ckpt PATH [--out RUN_DIR] [key=value ...]
-    lrc ablate ABLATION [--out DIR] [--verbose] [--dry-run] [key=value ...]
+    lrc ablate ABLATION [--out DIR] [--verbose] [--dry-run] [--jobs N] [--executor slurm] [key=value ...]
     lrc niah CONFIG --ckpt PATH [--out DIR] [key=value ...]
     lrc data synth OUT_DIR [--videos N] [--seed S] [--format lrc|llava|sharegpt] [--images N] [--frame-folders N]
+    lrc data synth OUT_DIR --bench mvbench [--videos N] [--seed S] [--size S]
     lrc data check ANNOTATIONS... | --config CONFIG [key=value ...] [--format F] [--root DIR] [--workers N]
                    [--report FILE] [--size S] [--timeout-s T]
     lrc data convert IN OUT --to lrc|llava|sharegpt [--from F] [--root DIR] [--force]
     lrc export RUN_DIR_OR_CKPT --out DIR [--config CONFIG] [--no-hf-llm]
     lrc chat PATH --video V [--question Q] [--num-frames N] [key=value ...]
     lrc infer PATH --data ANNOTATIONS --out PRED.jsonl [--num-frames N] [key=value ...]
+    lrc eval PATH --bench NAME --data DIR [--limit N] [--out DIR] [--num-frames N] [key=value ...]
     lrc checkpoint describe PATH
 
 Exit codes: 0 success, 2 bad input (config, data, checkpoint) with every problem printed, 1 anything
@@ -47,6 +52,25 @@ def _plugins_list(args: argparse.Namespace) -> int:
     else:
         for kind, names in listing.items():
             print(f"{kind:12s} {', '.join(names) if names else '(none)'}")
+    return 0
+
+
+def _plugins_show(args: argparse.Namespace) -> int:
+    from lrc.commands.introspect import show_plugin
+
+    print(show_plugin(args.kind, args.name))
+    return 0
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from lrc.commands.introspect import show_config
+
+    text, problems = show_config(args.config, args.overrides, raw=args.raw, as_json=args.json)
+    print(text)
+    if problems:
+        print(f"error: {len(problems)} config problem(s) (shown above: the merge without plugin defaults):\n  "
+              + "\n  ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -107,7 +131,8 @@ def _niah(args: argparse.Namespace) -> int:
 def _ablate(args: argparse.Namespace) -> int:
     from lrc.commands.ablate import ablate
 
-    return ablate(args.ablation, out=args.out, overrides=args.overrides, verbose=args.verbose, dry_run=args.dry_run)
+    return ablate(args.ablation, out=args.out, overrides=args.overrides, verbose=args.verbose, dry_run=args.dry_run,
+                  jobs=args.jobs, executor=args.executor, progress_every=args.progress_every)
 
 
 def _report(run_dir: Path, metrics: dict) -> None:
@@ -126,6 +151,12 @@ def _report(run_dir: Path, metrics: dict) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from lrc.data.synth import parse_tasks, synthesize
 
+    if args.bench:  # a small benchmark in MVBench's layout instead of a training corpus (docs/evaluation.md)
+        from lrc.data.synth.bench import synthesize_mvbench
+
+        print(json.dumps(synthesize_mvbench(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size),
+                         indent=2))
+        return 0
     try:
         tasks = parse_tasks(args.tasks)
     except ValueError as exc:
@@ -133,7 +164,8 @@ def _synth(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     summary = synthesize(Path(args.out_dir), videos=args.videos, seed=args.seed, size=args.size,
                          answer_style=args.answer_style, multi_turn_train=args.multi_turn_train,
-                         tasks=tasks, format=args.format, images=args.images, frame_folders=args.frame_folders)
+                         tasks=tasks, format=args.format, images=args.images, frame_folders=args.frame_folders,
+                         progress=False if args.no_progress else None)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -205,6 +237,15 @@ def _infer(args: argparse.Namespace) -> int:
                dtype=args.dtype, overrides=args.overrides)
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from lrc.commands.eval import run
+
+    return run(args.path, args.bench, args.data, out=args.out, limit=args.limit, num_frames=args.num_frames,
+               sampler=args.sampler, subtitles=args.subtitles, max_new_tokens=args.max_new_tokens, ckpt=args.ckpt,
+               restart=args.restart, progress=not args.no_progress, device=args.device, dtype=args.dtype,
+               overrides=args.overrides)
+
+
 def _describe(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
@@ -216,18 +257,37 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from lrc.config.schema import (ANNOTATION_FORMATS, ANSWER_STYLES, SOURCE_FORMATS, SYNTH_TASKS,  # shared with the
-                                   DataConfig)  # config
+    from lrc.config.schema import (ANNOTATION_FORMATS, ANSWER_STYLES, BENCHMARKS, EVAL_SAMPLERS,  # shared with the
+                                   SOURCE_FORMATS, SYNTH_TASKS, DataConfig)  # config
 
     p = argparse.ArgumentParser(prog="lrc", description="Long and rich context video MLLMs: HiCo + TPO as plugins.")
     p.add_argument("--debug", action="store_true",
                    help=f"show the traceback of input errors too (or set {DEBUG_ENV}=1)")
+    from lrc import DISTRIBUTION, __version__
+
+    p.add_argument("--version", action="version", version=f"lrc {__version__} (package {DISTRIBUTION}, Python "
+                                                          f"{sys.version.split()[0]})")
     sub = p.add_subparsers(dest="command", required=True)
 
     plugins = sub.add_parser("plugins", help="inspect registered plugins").add_subparsers(dest="action", required=True)
     lst = plugins.add_parser("list", help="list plugin names per kind (does not import them)")
     lst.add_argument("--json", action="store_true", help='print {"compressors": [...], ...}')
     lst.set_defaults(func=_plugins_list)
+    show = plugins.add_parser("show", help="a plugin's arguments: types, ranges, defaults and documentation "
+                                           "(imports that one plugin's module)")
+    show.add_argument("kind", help="encoders, compressors, projectors, llms, heads, samplers, prompts")
+    show.add_argument("name", help="its registered name, e.g. tome")
+    show.set_defaults(func=_plugins_show)
+
+    config = sub.add_parser("config", help="inspect configs").add_subparsers(dest="action", required=True)
+    cshow = config.add_parser("show", help="print the resolved config with the file (or command line) that set "
+                                           "each value")
+    cshow.add_argument("config", help="experiment YAML")
+    cshow.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.compressor.name=pooling")
+    cshow.add_argument("--raw", action="store_true", help="the merge of defaults, files and command line only: no "
+                                                          "validation, no plugin defaults (imports no plugin)")
+    cshow.add_argument("--json", action="store_true", help='print {"key": {"value": ..., "source": ...}} per value')
+    cshow.set_defaults(func=_config_show)
 
     def with_config(name: str, help: str, optional: bool = False) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
@@ -266,6 +326,14 @@ def parser() -> argparse.ArgumentParser:
     abl.add_argument("--verbose", action="store_true", help="stream each cell's output (always kept in its log.txt)")
     abl.add_argument("--dry-run", action="store_true", help="validate every cell and print its lrc fit command; "
                                                              "run nothing")
+    abl.add_argument("--jobs", type=int, metavar="N", help="cells run at once: as child processes (default 1), each "
+                                                           "with CPUs // N threads; as cluster jobs (default: all)")
+    abl.add_argument("--executor", choices=("subprocess", "slurm", "local"), default="subprocess",
+                     help="subprocess: child processes of lrc ablate (default); slurm: one cluster job per cell through "
+                          "submitit, its settings from the ablation file's executor.slurm block; local: submitit's "
+                          "local executor (the same path without a cluster)")
+    abl.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                     help="seconds between progress lines while cells run (default %(default)s; 0: none)")
     abl.set_defaults(func=_ablate)
 
     exp = sub.add_parser("export", help="write a trained model as a self-contained folder (safetensors, config, "
@@ -304,6 +372,24 @@ def parser() -> argparse.ArgumentParser:
     inf.add_argument("--restart", action="store_true", help="start OUT over instead of resuming it")
     inf.add_argument("--no-progress", action="store_true", help="no progress bar")
     inf.set_defaults(func=_infer)
+    ev = inference("eval", "score a model on a standard video benchmark (MVBench, Video-MME, LongVideoBench, MLVU, "
+                           "Charades-STA): results.json, a table and a plot; resumable (docs/evaluation.md)")
+    ev.add_argument("--bench", choices=BENCHMARKS, help="the benchmark (default: every one of the model config's "
+                                                        "eval.benches)")
+    ev.add_argument("--data", help="the benchmark's folder, in its published layout (docs/evaluation.md)")
+    ev.add_argument("--out", help="results folder; re-running into it resumes (default: RUN_DIR/eval/NAME for a run "
+                                  "dir, else runs/eval/PATH_NAME/NAME)")
+    ev.add_argument("--limit", type=int, help="at most N items, drawn in turn from each category")
+    ev.add_argument("--sampler", choices=EVAL_SAMPLERS, default="uniform",
+                    help="uniform: the benchmark's reference frame count (or --num-frames); config: the model's own "
+                         "data.sampler (key=value overrides change it)")
+    ev.add_argument("--subtitles", action="store_true", help="videomme: with subtitles")
+    ev.add_argument("--max-new-tokens", type=int, help="default: the benchmark's reference limit")
+    ev.add_argument("--ckpt", help="a weights file; PATH is then the config it was trained with (what eval.after_fit "
+                                   "runs)")
+    ev.add_argument("--restart", action="store_true", help="start OUT over instead of resuming it")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
+    ev.set_defaults(func=_eval)
 
     ckpt = sub.add_parser("checkpoint", help="checkpoint tools").add_subparsers(dest="action", required=True)
     desc = ckpt.add_parser("describe", help="print the model block that builds an InternVL checkpoint's architecture "
@@ -331,6 +417,10 @@ def parser() -> argparse.ArgumentParser:
                             "train_images / val_images")
     synth.add_argument("--frame-folders", type=int, default=0,
                        help="write N of the videos as folders of PNG frames (with their fps) instead of MP4")
+    synth.add_argument("--bench", choices=("mvbench",),
+                       help="write a small benchmark in MVBench's layout (json/, video/; 4 questions per video) for "
+                            "`lrc eval --bench mvbench` instead of a training corpus (uses --videos, --seed, --size)")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar (default: one on a terminal)")
     synth.set_defaults(func=_synth)
     check = data.add_parser("check", help="decode every record's video and image (a video's first/middle/last frame) "
                                           "without training, in parallel; a summary; exit 2 when any cannot be read")
@@ -366,6 +456,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lrc.cpus import prefer_passive_waits
+
+    prefer_passive_waits()  # before torch is imported: OpenMP threads sleep, not spin, while waiting (lrc/cpus.py)
     p = parser()
     # Overrides may come before or after options (`lrc fit exp.yaml --out d a=b`): argparse stops
     # the positional list at the first option, so the rest arrive as "unknown" and are re-joined here.

@@ -12,6 +12,7 @@ own. Subclasses live beside the code that raises them and keep a built-in base w
 from __future__ import annotations
 
 import signal
+import types
 
 
 class LrcError(Exception):
@@ -44,3 +45,43 @@ class Interrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class MissingDependencyError(LrcError, ImportError):
+    """An optional package that a plugin or command needs is not installed; the message says which extra of
+    lrc installs it (``pip install "lrc-video[tpo]"``)."""
+
+
+def require(module: str, needed_by: str, extra: str | None = None, package: str | None = None) -> types.ModuleType:
+    """``importlib.import_module(module)``, or a :class:`MissingDependencyError` saying what needs it and the
+    pip command that installs it: ``extra`` names lrc's optional dependency group (pyproject.toml), else
+    ``package`` (default: ``module``) is installed by name. Only the module itself being absent is turned into
+    this error; a package that is installed but fails to import keeps its own error (a broken install)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        root = module.split(".")[0]
+        if exc.name is not None and exc.name.split(".")[0] != root:
+            raise
+        raise missing_dependency(needed_by, extra, package or root) from None
+
+
+def not_installed(module: str, needed_by: str, extra: str | None = None, package: str | None = None) -> list[str]:
+    """``[what to install]`` when ``module`` is not installed, else ``[]``, without importing it: for a plugin's
+    ``check_args``, so that ``lrc validate`` reports a missing extra before anything is built."""
+    import importlib.util
+
+    root = module.split(".")[0]
+    return [] if importlib.util.find_spec(root) is not None else [str(missing_dependency(needed_by, extra,
+                                                                                          package or root))]
+
+
+def missing_dependency(needed_by: str, extra: str | None, package: str) -> MissingDependencyError:
+    """The error for an optional ``package`` that is not installed (see :func:`require`)."""
+    from lrc import DISTRIBUTION
+
+    how = f'pip install "{DISTRIBUTION}[{extra}]"' if extra else f"pip install {package}"
+    return MissingDependencyError(f"{needed_by} needs the Python package {package!r}, which is not installed in this "
+                                  f"environment. Install it with: {how}")

@@ -112,6 +112,14 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def append_jsonl(fh: IO[str], row: Any) -> None:
+    """One JSON line appended to an open file and on disk before this returns (flushed and fsynced): a results
+    file that a kill can cut off only inside its last line (``lrc infer``, ``lrc eval``)."""
+    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files that killed processes left in ``folder`` (``.NAME.tmp-PID-N`` of a process
     that no longer runs); returns them. Call it only where no other live process writes (a locked run dir)."""

@@ -207,7 +207,12 @@ class Sampler(Protocol):
     """Which frames of a video to decode (``data.sampler``). Built with ``clip_len`` (the compressor's) if
     it asks: a sampler that chooses the frame count itself keeps it a multiple of ``clip_len``; one with
     a fixed count (``num_frames``) has it checked by ``lrc validate``. lrc/data/sampling.py has the checks
-    and the frame arithmetic lrc's samplers share."""
+    and the frame arithmetic lrc's samplers share.
+
+    Optional attribute ``exact`` (bool; true when absent): whether the data module must decode exactly the
+    frames returned, or may read a nearby key frame where one is closer to a sampled frame than to any other
+    (``lrc.data.read_frames(..., exact=False)``, docs/data.md "Reading frames"); the frames actually read and
+    their timestamps then replace the sampled ones."""
 
     def __call__(self, video_frames: int, fps: float, duration: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:

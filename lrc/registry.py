@@ -163,7 +163,14 @@ HEADS = Registry("heads", provided=("hidden_size",))
 SAMPLERS = Registry("samplers", provided=("clip_len",))
 # how a conversation and its video are laid out as text (lrc/data/prompt.py; the model's chat template)
 PROMPTS = Registry("prompts")
+# how a fit is run (lrc/train/run.py, docs/logging.md): where metrics go (run.loggers: Lightning loggers; the run
+# folder's logs/ and a run name are provided), what runs beside training (run.callbacks: Lightning callbacks),
+# and which torch optimizer steps the per-component parameter groups (optim.optimizer; the groups are provided)
+LOGGERS = Registry("loggers", provided=("save_dir", "run_name"))
+CALLBACKS = Registry("callbacks")
+OPTIMIZERS = Registry("optimizers", provided=("params",))
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (ENCODERS, COMPRESSORS, PROJECTORS, LLMS, HEADS, SAMPLERS, PROMPTS)
+    r.kind: r for r in (ENCODERS, COMPRESSORS, PROJECTORS, LLMS, HEADS, SAMPLERS, PROMPTS, LOGGERS, CALLBACKS,
+                        OPTIMIZERS)
 }

@@ -12,7 +12,8 @@ from lrc.registry import COMPRESSORS, REGISTRIES, SAMPLERS, PluginError, Registr
 def test_builtins_are_listed_per_kind():
     assert "tome" in COMPRESSORS.names()
     assert "uniform" in SAMPLERS.names()
-    assert set(REGISTRIES) == {"encoders", "compressors", "projectors", "llms", "heads", "samplers", "prompts"}
+    assert set(REGISTRIES) == {"encoders", "compressors", "projectors", "llms", "heads", "samplers", "prompts",
+                               "loggers", "callbacks", "optimizers"}
 
 
 def test_listing_does_not_import_plugins():

@@ -119,8 +119,11 @@ def _sha256(path: Path) -> str:
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
-    out = {"python": platform.python_version()}
-    for dist in ("lrc", "torch", "transformers", "peft", "lightning", "safetensors", "timm", "sam2"):
+    from lrc import __version__
+
+    # lrc's own version from the code that runs (its distribution is lrc-video; `lrc` on PyPI is another project)
+    out = {"python": platform.python_version(), "lrc": __version__}
+    for dist in ("torch", "transformers", "peft", "lightning", "safetensors", "timm", "sam2"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -17,7 +17,7 @@ Every key remembers the file (or "command line") that last set it, so validation
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,10 @@ class LoadedConfig:
     cfg: DictConfig
     path: Path | None
     sources: dict[str, str]  # dotted key -> file (or "command line") that last set it
+    # each value's own source: leaf key (as leaf_keys spells it) -> the file (or "command line") that set it;
+    # a leaf that is absent here has lrc's default (`lrc config show`)
+    value_sources: dict[str, str] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)  # the sources, lowest precedence first
 
     def source(self, key: str) -> str:
         parts = str(key).split(".")
@@ -153,9 +157,24 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         layers.append((parse_overrides(overrides), "command line"))
     merged = defaults()
     sources: dict[str, str] = {}
+    value_sources: dict[str, str] = {}
     for data, source in layers:
         _switch_plugins(merged, data)
         _deep_merge(merged, data)
         for key in _flatten(data):
             sources[key] = source
-    return LoadedConfig(OmegaConf.create(merged), Path(path) if path else None, sources)
+        _note_value_sources(value_sources, data, source)
+    return LoadedConfig(OmegaConf.create(merged), Path(path) if path else None, sources, value_sources,
+                        [source for _, source in layers])
+
+
+def _note_value_sources(value_sources: dict[str, str], layer: dict[str, Any], source: str) -> None:
+    """Each leaf a layer sets now comes from ``source``; a value that replaces a whole mapping (a list, null)
+    drops the sources of what was under it. An empty mapping merges nothing, so it changes no source."""
+    for key, value in leaf_keys(layer).items():
+        below = [k for k in value_sources if k.startswith(key + ".")]
+        if value == {} and below:
+            continue
+        for k in below:
+            del value_sources[k]
+        value_sources[key] = source

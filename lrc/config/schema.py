@@ -19,12 +19,22 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from lrc.constraints import (Fraction, LocalPath, NonNegativeFloat, NonNegativeInt, PositiveFloat,
                              PositiveInt, Range, Seed, Text, UnitInterval)
-from lrc.registry import COMPRESSORS, ENCODERS, HEADS, LLMS, PROJECTORS, PROMPTS, SAMPLERS, Registry
+from lrc.registry import (CALLBACKS, COMPRESSORS, ENCODERS, HEADS, LLMS, LOGGERS, OPTIMIZERS, PROJECTORS, PROMPTS,
+                          SAMPLERS, Registry)
 
 
 @dataclass(frozen=True)
 class Plugin:
     """Marker for ``Annotated[dict, Plugin(REGISTRY)]``: a plugin slot, ``{name: <registered name>, <arg>: ...}``."""
+
+    registry: Registry
+
+
+@dataclass(frozen=True)
+class PluginList:
+    """Marker for ``Annotated[list, PluginList(REGISTRY)]``: a list of plugin slots, each a registered name or a
+    mapping ``{name: <registered name>, <arg>: ...}`` (``run.loggers``, ``run.callbacks``). Validation turns every
+    item into a mapping with the plugin's defaults filled in."""
 
     registry: Registry
 
@@ -44,6 +54,12 @@ ANSWER_STYLES = ("letter", "text")  # a synthesised MCQ is answered with the opt
 ANNOTATION_FORMATS = ("lrc", "llava", "sharegpt")
 SOURCE_FORMATS = ("auto",) + ANNOTATION_FORMATS
 ON_NAN = ("stop", "skip")
+# standard video benchmarks `lrc eval` reads (lrc/evaluation/<name>.py, docs/evaluation.md)
+BENCHMARKS = ("mvbench", "videomme", "longvideobench", "mlvu", "charades_sta")
+EVAL_SAMPLERS = ("uniform", "config")  # the benchmark's frame count uniformly, or the model's own data.sampler
+# the learning-rate schedules after the warmup (lrc/train/module.py lr_factor): a validated choice, not a plugin
+# kind — they are one-line functions of the training progress sharing warmup_ratio and min_lr_ratio (docs/design.md)
+SCHEDULES = ("cosine", "linear", "constant")
 DPO_REFERENCES = ("frozen_copy", "lora_disabled")
 # HiCo level 2 (lrc/model/token_dropout.py)
 TOKEN_DROPOUT_MODES = ("uniform", "attention", "uniform_then_attention")
@@ -82,7 +98,6 @@ ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flash_attent
 SEQUENCE_PARALLEL_ATTENTION = ("sdpa", "flash_attention_2", "flash_attention_3")
 
 DropRatio = Fraction  # a share of the original visual tokens kept: (0, 1]
-Beta = Annotated[float, Range(0, 1, max_open=True)]  # an Adam moment's decay, [0, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,6 +114,16 @@ class RunConfig:
     checkpoint_every_n_steps: Optional[PositiveInt] = None  # every N optimizer steps
     checkpoint_every_minutes: Optional[PositiveFloat] = 30.0  # every M minutes of training (rank 0's clock)
     keep_last_checkpoints: PositiveInt = 2  # step-N.ckpt files kept (2: a damaged newest falls back to the one before)
+    # where metrics and the resolved config go, and what runs beside training: lists of plugins, each a name or
+    # {name: ..., <arg>: ...} (lrc/train/run.py, docs/logging.md)
+    loggers: Annotated[list, PluginList(LOGGERS)] = field(
+        default_factory=lambda: [{"name": "csv"}, {"name": "tensorboard"}])
+    callbacks: Annotated[list, PluginList(CALLBACKS)] = field(default_factory=list)
+    # a fit whose stderr is not a terminal prints a progress line this often (a terminal gets a bar instead)
+    progress_every_s: PositiveFloat = 30.0
+    # CPU threads: torch's pools and the data pipeline's decoding; None: OMP_NUM_THREADS if set, else the CPUs this
+    # process may run on (os.sched_getaffinity), which `lrc ablate --jobs N` divides (lrc/cpus.py, troubleshooting.md)
+    threads: Optional[PositiveInt] = None
 
 
 @dataclass
@@ -182,7 +207,9 @@ class DataConfig:
     tokenizer: Optional[str] = None  # None: the LLM's pretrained folder, else {root}/tokenizer
     batch_size: PositiveInt = 4
     eval_batch_size: Optional[PositiveInt] = None
-    num_workers: NonNegativeInt = 0  # 0: load in the main process
+    # DataLoader worker processes (persistent); None: one per 4 of run.threads, at least 1, where the platform can
+    # run them (else 0); 0: load and decode in the training process (lrc/cpus.py)
+    num_workers: Optional[NonNegativeInt] = None
     max_length: PositiveInt = 4096
     cache_frames: bool = False  # keep decoded frames in RAM (deterministic samplers only)
     tasks: Optional[list[Literal[TASKS]]] = None  # use only records of these tasks (None: all)
@@ -273,10 +300,12 @@ class OptimConfig:
     lr: dict[Component, NonNegativeFloat] = field(default_factory=lambda: {
         "encoder": 2e-6, "compressor": 1e-5, "projector": 1e-5, "llm": 1e-5, "heads": 1e-4})
     freeze: list[Component] = field(default_factory=list)
-    weight_decay: NonNegativeFloat = 0.0
-    betas: tuple[Beta, Beta] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_ratio: UnitInterval = 0.03  # linear warmup over this fraction of the steps, then cosine decay
-    min_lr_ratio: UnitInterval = 0.0  # the cosine ends at this fraction of each learning rate
+    weight_decay: NonNegativeFloat = 0.0  # on weights, never on biases and norms; any optimizer
+    # the optimizer plugin: its arguments are its own (adamw: betas, eps); the builder gives it the parameter groups
+    optimizer: Annotated[dict, Plugin(OPTIMIZERS)] = field(default_factory=lambda: {"name": "adamw"})
+    schedule: Literal[SCHEDULES] = "cosine"  # each learning rate over the steps, after the warmup
+    warmup_ratio: UnitInterval = 0.03  # linear warmup from 0 over this fraction of the steps
+    min_lr_ratio: UnitInterval = 0.0  # cosine and linear end at this fraction of each learning rate
 
 
 @dataclass
@@ -317,8 +346,34 @@ class NiahConfig:
     after_fit: bool = False  # `lrc fit` runs the evaluation after training and adds niah/* to metrics.json
 
 
+@dataclass
+class BenchConfig:
+    """One benchmark of ``eval.benches`` (lrc/evaluation/, docs/evaluation.md); ``name`` and ``data`` are required
+    (validation says so). The other keys are ``lrc eval``'s options of the same names."""
+
+    name: Optional[Literal[BENCHMARKS]] = None
+    data: Optional[LocalPath] = None  # the benchmark's folder, in its published layout
+    limit: Optional[PositiveInt] = None  # at most this many items, drawn in turn from each category
+    num_frames: Optional[PositiveInt] = None  # None: the benchmark's reference frame count
+    sampler: Literal[EVAL_SAMPLERS] = "uniform"
+    subtitles: bool = False  # videomme: with subtitles
+    max_new_tokens: Optional[PositiveInt] = None  # None: the benchmark's reference limit
+    # mvbench only: when `data` does not exist, write the synthetic MVBench-format set of this many videos there
+    synth_videos: Optional[PositiveInt] = None
+
+
+@dataclass
+class EvalConfig:
+    """Standard benchmarks (``lrc eval``, docs/evaluation.md). With ``after_fit``, ``lrc fit`` runs every bench of
+    ``benches`` after training and adds their eval/* figures to the run's metrics.json (an ablation column)."""
+
+    after_fit: bool = False
+    benches: list[BenchConfig] = field(default_factory=list)
+
+
 SECTIONS: dict[str, type] = {"run": RunConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
-                             "loss": LossConfig, "distributed": DistributedConfig, "niah": NiahConfig}
+                             "loss": LossConfig, "distributed": DistributedConfig, "niah": NiahConfig,
+                             "eval": EvalConfig}
 
 # ``trainer`` is bound to lightning.Trainer's own signature; these are lrc's defaults for it, and ranges for
 # the numeric arguments whose annotations say only "int" or "float". devices, strategy and precision are not
@@ -365,6 +420,13 @@ def plugin_marker(annotation: Any) -> Optional[Plugin]:
     return None
 
 
+def plugin_list_marker(annotation: Any) -> Optional[PluginList]:
+    """The PluginList marker of a list-of-plugins annotation, else None."""
+    if typing.get_origin(annotation) is Annotated:
+        return next((m for m in annotation.__metadata__ if isinstance(m, PluginList)), None)
+    return None
+
+
 def _slots(schema: type, prefix: str) -> tuple[dict[str, Registry], dict[str, Registry]]:
     """(fixed slots, mappings of labelled slots) under a dataclass, by dotted key."""
     fixed, labelled = {}, {}
@@ -393,13 +455,30 @@ for _section, _schema in SECTIONS.items():
 PLUGIN_SLOTS: dict[str, Registry] = dict(_FIXED)
 # mappings of labelled slots: {"model.heads": HEADS}; each non-null label is a slot
 LABELLED_SLOTS: dict[str, Registry] = dict(_LABELLED)
+# lists of plugins: {"run.loggers": LOGGERS, "run.callbacks": CALLBACKS}; item i is the slot "run.loggers.i"
+LISTED_SLOTS: dict[str, Registry] = {f"{section}.{name}": marker.registry for section, schema in SECTIONS.items()
+                                     for name, annotation in hints(schema).items()
+                                     if (marker := plugin_list_marker(annotation)) is not None}
 
 
 def slot_node(cfg: dict[str, Any], slot: str) -> Any:
     node: Any = cfg
     for part in slot.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, list) and part.isdigit():  # an item of a list of plugins (run.loggers.0)
+            node = node[int(part)] if int(part) < len(node) else None
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+def listed_slots(cfg: dict[str, Any]) -> dict[str, Registry]:
+    """The items of a config's lists of plugins as slots: ``{"run.loggers.0": LOGGERS, ...}``."""
+    out = {}
+    for key, registry in LISTED_SLOTS.items():
+        node = slot_node(cfg, key)
+        if isinstance(node, list):
+            out.update({f"{key}.{i}": registry for i in range(len(node))})
+    return out
 
 
 def head_slots(cfg: dict[str, Any]) -> dict[str, Registry]:

@@ -33,7 +33,8 @@ from omegaconf.errors import OmegaConfBaseException
 from lrc.config.loading import LoadedConfig
 from lrc.config.schema import (COMPONENTS, CUDA_ONLY_STRATEGIES, DISTRIBUTED_KEYS, LIGHTNING_STRATEGY_NAMES,
                                OWNED_TRAINER_KEYS, SECTIONS, SEQUENCE_PARALLEL_ATTENTION, TRAINER_RANGES,
-                               Sampling, TokenDropout, head_slots, hints, plugin_marker, slot_node)
+                               Sampling, TokenDropout, head_slots, hints, plugin_list_marker, plugin_marker,
+                               slot_node)
 from lrc.constraints import check_value
 from lrc.errors import ConfigError
 from lrc.registry import PluginError, Registry, suggest
@@ -63,7 +64,8 @@ def validate(loaded: LoadedConfig) -> dict[str, Any]:
     c.check_trainer(cfg.get("trainer"))
     c.walking = False  # from here on, combinations of values that passed the walk
     _fill_section_defaults(cfg)
-    for check in (_check_heads, _check_token_dropout, _check_packing, _check_niah, _check_init, _check_distributed,
+    for check in (_check_heads, _check_token_dropout, _check_packing, _check_niah, _check_eval, _check_init,
+                  _check_distributed,
                   _check_sequence_parallel, _check_data, _check_optim, _check_frames):
         check(c)
     if c.problems:
@@ -115,6 +117,10 @@ class _Checks:
         return node
 
     def walk(self, value: Any, annotation: Any, key: str) -> None:
+        listed = plugin_list_marker(annotation)
+        if listed is not None:
+            self.walk_plugin_list(value, listed.registry, key)
+            return
         marker = plugin_marker(annotation)
         if marker is not None:
             if value is None and check_value(None, annotation) is None:
@@ -131,7 +137,7 @@ class _Checks:
             for k, v in value.items():
                 full = f"{key}.{k}"
                 if k not in fields:
-                    self.report(full, f"unknown key.{suggest(str(k), list(fields))}")
+                    self.report(full, MOVED_KEYS.get(full) or f"unknown key.{suggest(str(k), list(fields))}")
                 else:
                     self.walk(v, fields[k], full)
             return
@@ -149,6 +155,26 @@ class _Checks:
         if problem is not None:
             hint = _HINTS.get(key, lambda v: None)(value)
             self.report(key, hint or problem)
+
+    def walk_plugin_list(self, value: Any, registry: Registry, key: str) -> None:
+        """A list of plugins (``run.loggers``): each item a name, made a mapping here so that the resolved config
+        holds its arguments, or a mapping; each is a slot ``key.i``. A logger listed twice would write over itself."""
+        if not isinstance(value, list):
+            self.report(key, f"must be a list of {registry.kind} plugins, each a name or a mapping {{name: ..., "
+                             f"<argument>: ...}}; known: {', '.join(registry.names())}; got {value!r}")
+            return
+        seen: dict[str, int] = {}
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                item = value[i] = {"name": item}
+            slot = f"{key}.{i}"
+            self.registries[slot] = registry
+            self.classes[slot] = self.check_plugin(registry, slot, item)
+            name = item.get("name") if isinstance(item, dict) else None
+            if registry.kind == "loggers" and isinstance(name, str) and name in seen:
+                self.report(slot, f"logger {name!r} is listed twice (also item {seen[name]}); list each logger once")
+            if isinstance(name, str):
+                seen.setdefault(name, i)
 
     def check_plugin(self, registry: Registry, slot: str, node: Any) -> Any:
         """Report the problems of one plugin slot; the plugin class when its name resolves."""
@@ -204,7 +230,7 @@ class _Checks:
                 self.report(full, f"set distributed.{DISTRIBUTED_KEYS[key]} instead (the shared distributed block, "
                                   "docs/distributed.md)")
             elif key in OWNED_TRAINER_KEYS:
-                self.report(full, "set by lrc (run dir, CSV/TensorBoard logs, checkpoints); remove it")
+                self.report(full, OWNED_KEY_HINTS.get(key, "set by lrc (run dir, checkpoints); remove it"))
             elif key not in params:
                 self.report(full, f"not an argument of lightning.Trainer.{suggest(str(key), list(params))}")
             else:
@@ -215,6 +241,17 @@ class _Checks:
                 if problem is not None:
                     self.report(full, problem)
 
+
+# where the trainer arguments lrc sets itself are configured instead
+OWNED_KEY_HINTS = {
+    "logger": "name loggers in run.loggers instead, e.g. run.loggers=[csv,mlflow] (docs/logging.md); [] logs nothing",
+    "callbacks": "name callbacks in run.callbacks instead, e.g. run.callbacks=[lr_monitor,early_stopping] "
+                 "(docs/logging.md)",
+}
+# keys that moved, and where to
+MOVED_KEYS = {
+    "optim.betas": "moved to optim.optimizer.betas, an argument of the adamw optimizer (docs/config.md, optim)",
+}
 
 # a clearer message than "not one of ..." for some values
 _HINTS: dict[str, Callable[[Any], str | None]] = {
@@ -457,6 +494,32 @@ def _check_niah(c: _Checks) -> None:
         return
     for key, what in check_niah(c.cfg):
         c.report(key, what)
+
+
+def _check_eval(c: _Checks) -> None:
+    """``eval.benches`` (docs/evaluation.md): each names its benchmark and folder, and with ``after_fit`` the folder
+    must exist before training starts (unless the synthetic MVBench-format set is to be written there)."""
+    benches = c.get("eval.benches")
+    if not isinstance(benches, list):
+        return
+    after_fit = c.get("eval.after_fit") is True
+    if after_fit and not benches:
+        c.report("eval.benches", "eval.after_fit needs at least one benchmark: [{name: mvbench, data: DIR}, ...]")
+    for i, bench in enumerate(benches):
+        if not isinstance(bench, dict):
+            continue
+        name, data = bench.get("name"), bench.get("data")
+        for field in ("name", "data"):
+            if bench.get(field) is None:
+                c.report("eval.benches", f"item {i}: {field}: required, the benchmark's name and the folder holding it "
+                                         "(docs/evaluation.md)")
+        if bench.get("synth_videos") is not None and name not in (None, "mvbench"):
+            c.report("eval.benches", f"item {i}: synth_videos: only the mvbench format can be synthesised, not {name!r}")
+        if bench.get("subtitles") and name not in (None, "videomme"):
+            c.report("eval.benches", f"item {i}: subtitles: only videomme has a with-subtitles setting, not {name!r}")
+        if after_fit and isinstance(data, str) and not Path(data).exists() and bench.get("synth_videos") is None:
+            c.report("eval.benches", f"item {i}: data: {data} does not exist (paths are relative to the working "
+                                     "directory); for mvbench, set synth_videos: N to write the synthetic set there")
 
 
 def _check_init(c: _Checks) -> None:

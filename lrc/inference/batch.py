@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lrc.files import append_jsonl
 from lrc.inference.chat import InferenceError, VideoChat
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,7 @@ def infer(chat: VideoChat, annotations: str | Path, out: str | Path, *, max_new_
                 line["error"] = str(exc)
                 summary.errors += 1
                 log.warning("record %s: %s", rec.id, exc)
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_jsonl(fh, line)
             summary.written += 1
             bar.update(1)
     bar.close()

@@ -49,7 +49,10 @@ def read_video(source: Any, sampler: Any, image_size: int, fps: float | None = N
         try:
             with VideoFile(path, size=image_size, timeout_s=timeout_s) as video:
                 indices, timestamps = sampler(video.num_frames, video.fps, video.duration)
-                frames = video.get_frames(indices)
+                # as in training: nearby key frames where the sampler allows it, with their own indices and times
+                got = video.read(indices, exact=getattr(sampler, "exact", True))
+                timestamps = np.where(got.indices != np.asarray(indices), got.timestamps, timestamps)
+                frames, indices = got.frames, got.indices
                 duration = float(video.duration)
             with VideoFile(path, timeout_s=timeout_s) as native:  # one frame at the file's own size
                 size = tuple(native.get_frames([int(indices[0])]).shape[1:3])
@@ -114,12 +117,16 @@ class VideoChat:
 
     def encode(self, video: Any, num_frames: int | None = None, fps: float | None = None) -> tuple[Video, Any, Any]:
         """(the sampled video, its visual embeddings [T·k, D], its frames RGB in [0, 1]); the last video is kept,
-        so follow-up questions about it are not encoded again."""
+        so follow-up questions about it are not encoded again. ``video`` may also be a :class:`Video` sampled
+        already (frames at the encoder's size), which is encoded as it is."""
         key = (str(video), num_frames, fps) if isinstance(video, (str, Path)) else (id(video), num_frames, fps)
         if self._encoded is not None and self._encoded[0] == key:
             return self._encoded[1]
-        sampled = read_video(video, self.sampler(num_frames), self.model.encoder.image_size, fps,
-                             self.cfg["data"].get("read_timeout_s"))
+        if isinstance(video, Video):  # sampled already (a benchmark's own frame selection, lrc/evaluation/runner.py);
+            sampled = video  # the cache keeps it alive, so its id is not reused while it is the key
+        else:
+            sampled = read_video(video, self.sampler(num_frames), self.model.encoder.image_size, fps,
+                                 self.cfg["data"].get("read_timeout_s"))
         pixels = torch.from_numpy(sampled.frames).permute(0, 3, 1, 2).float().div_(255)
         mean = torch.tensor(self.model.encoder.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.model.encoder.std).view(1, 3, 1, 1)

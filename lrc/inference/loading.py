@@ -103,19 +103,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load(path: str | Path, device: str | torch.device | None = "auto", dtype: str | None = None,
-         overrides: Sequence[str] = ()) -> VideoChat:
+         overrides: Sequence[str] = (), weights: str | Path | None = None) -> VideoChat:
     """A :class:`VideoChat` for PATH (a run dir, an ``lrc export`` folder, or an InternVL2.5 / InternVideo2.5
     folder). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda:1`` ...; ``dtype``: ``bfloat16`` /
     ``float16`` / ``float32`` for the weights (default: as saved/built); ``overrides``: ``key=value`` config
-    changes, e.g. ``data.sampler.num_frames=32`` or ``model.token_dropout.enabled=true``."""
+    changes, e.g. ``data.sampler.num_frames=32`` or ``model.token_dropout.enabled=true``. ``weights``: a weights
+    file (a checkpoint, a state dict) for PATH then given as a config YAML (a run's ``config.yaml``: how
+    ``lrc fit``'s after-fit evaluations load the model just trained)."""
     from lrc.train.build import build_model, build_tokenizer, resolve_implied
     from lrc.weights.pretrained import load_pretrained
 
     path = Path(path)
-    kind = kind_of(path)
+    if weights is not None and not (path.is_file() and path.suffix in (".yaml", ".yml")):
+        raise CheckpointError(f"{path}: with a weights file ({weights}), PATH is the config YAML the weights were "
+                              "trained with (a run's config.yaml)")
+    kind = "config" if weights is not None else kind_of(path)
     if dtype is not None and dtype not in DTYPES:
         raise InferenceError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    if kind == "run":
+    if kind == "config":
+        ckpt = Path(weights)  # type: ignore[arg-type]
+        cfg = _run_config(path, overrides)
+        _find_tokenizer(cfg, path.parent)
+    elif kind == "run":
         run_dir = path.parent.parent if path.is_file() else path
         ckpt = path if path.is_file() else path / "checkpoints" / "last.ckpt"
         cfg = _run_config(run_dir / "config.yaml", overrides)

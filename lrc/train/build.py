@@ -9,7 +9,8 @@ Order matters and is the only wiring in lrc:
   → LLM (its hidden size is the projector's out_dim)
   → projector → VideoMLLM
   → data module (needs the tokenizer, tokens per frame and the encoder's image size/normalisation)
-  → LightningModule.
+  → LightningModule (the optim.optimizer plugin, built from its parameter groups when Lightning asks)
+  → the trainer's loggers and callbacks (run.loggers, run.callbacks; lrc/train/run.py builds the trainer).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lrc.errors import LrcError, MissingInputError
-from lrc.config import (PLUGIN_SLOTS, ConfigError, check_args, head_slots, plugin_slots, slot_node,
+from lrc.config import (PLUGIN_SLOTS, ConfigError, check_args, head_slots, listed_slots, plugin_slots, slot_node,
                         token_dropout_schedule)
 from lrc.model.mllm import VideoMLLM
 from lrc.data.prompt import IMG_CONTEXT, REGION_PLACEHOLDER, PromptBuilder, prepare_tokenizer
-from lrc.registry import HEADS, PROMPTS, PluginBuildError, Registry, origin
+from lrc.registry import CALLBACKS, HEADS, LOGGERS, OPTIMIZERS, PROMPTS, PluginBuildError, Registry, origin
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,7 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
         prompts=PromptBuilder(tokenizer, model.tokens_per_frame, task_tokens=task_token_map(cfg), prompt=build_prompt(cfg)),
         image_size=model.encoder.image_size, mean=model.encoder.mean, std=model.encoder.std,
         batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], num_workers=d["num_workers"],
+        threads=cfg["run"].get("threads"),  # workers and decoder threads follow run.threads (lrc/cpus.py)
         max_length=d["max_length"], cache_frames=d["cache_frames"], pad_id=tokenizer.pad_token_id,
         tasks=d["tasks"], read_timeout_s=d["read_timeout_s"], max_bad_fraction=d["max_bad_fraction"],
         seed=cfg["run"]["seed"],
@@ -231,21 +233,60 @@ def build_data(cfg: dict[str, Any], tokenizer: Any, model: VideoMLLM) -> Any:
 
 
 def build_module(cfg: dict[str, Any], model: VideoMLLM) -> Any:
+    """The LightningModule; its optimizer is ``optim.optimizer``, built from the parameter groups when Lightning
+    asks for it."""
+    import torch
+
     from lrc.train.module import VideoMLLMModule
 
     o = cfg["optim"]
-    return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"],
-                           betas=tuple(o["betas"]), warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"],
+
+    def optimizer(groups: list[dict[str, Any]]) -> Any:
+        return _of_type(instantiate(OPTIMIZERS, o["optimizer"], params=groups), torch.optim.Optimizer, OPTIMIZERS,
+                        o["optimizer"]["name"], "a torch.optim.Optimizer")
+
+    return VideoMLLMModule(model, lr=o["lr"], freeze=o["freeze"], weight_decay=o["weight_decay"], optimizer=optimizer,
+                           schedule=o["schedule"], warmup_ratio=o["warmup_ratio"], min_lr_ratio=o["min_lr_ratio"],
                            loss=cfg["loss"], on_nan=cfg["run"]["on_nan"])
+
+
+def build_loggers(cfg: dict[str, Any], run_dir: Path) -> list[Any]:
+    """``run.loggers``, writing under RUN_DIR/logs; an MLflow or W&B run is named ``run.name/<run folder>``."""
+    from lightning.pytorch.loggers import Logger
+
+    provided = dict(save_dir=str(run_dir / "logs"), run_name=f"{cfg['run']['name']}/{run_dir.name}")
+    return [_of_type(instantiate(LOGGERS, _as_slot(node), **provided), Logger, LOGGERS, _as_slot(node)["name"],
+                     "a lightning.pytorch.loggers.Logger") for node in cfg["run"]["loggers"]]
+
+
+def build_callbacks(cfg: dict[str, Any]) -> list[Any]:
+    """``run.callbacks``, in their listed order (after lrc's own: checkpoints, interrupts, progress)."""
+    from lightning.pytorch import Callback
+
+    return [_of_type(instantiate(CALLBACKS, _as_slot(node)), Callback, CALLBACKS, _as_slot(node)["name"],
+                     "a lightning.pytorch.Callback") for node in cfg["run"]["callbacks"]]
+
+
+def _as_slot(node: Any) -> dict[str, Any]:
+    return {"name": node} if isinstance(node, str) else node
+
+
+def _of_type(obj: Any, expected: type, registry: Registry, name: str, what: str) -> Any:
+    """A plugin of a kind whose objects Lightning or torch use directly must be of their type."""
+    if not isinstance(obj, expected):
+        dist, version = registry.package_of(name)
+        raise PluginBuildError(f"{registry.kind} plugin {name!r} ({registry.origin_of(name)}, package {dist} "
+                               f"{version}) built a {type(obj).__name__}, not {what}")
+    return obj
 
 
 def plugin_provenance(cfg: dict[str, Any]) -> dict[str, dict[str, str]]:
     """For the run's config.yaml: which class and package version each slot resolved to."""
     out = {}
-    for slot, registry in plugin_slots(cfg).items():
+    for slot, registry in {**plugin_slots(cfg), **listed_slots(cfg)}.items():
         if slot_node(cfg, slot) is None:  # model.prompt before resolve_implied: nothing resolved yet
             continue
-        name = slot_node(cfg, slot)["name"]
+        name = _as_slot(slot_node(cfg, slot))["name"]
         dist, version = registry.package_of(name)
         out[slot] = {"name": name, "origin": registry.origin_of(name), "package": f"{dist}=={version}"}
     return out

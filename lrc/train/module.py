@@ -19,7 +19,7 @@ import math
 import random
 from collections import defaultdict
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import numpy as np
@@ -46,15 +46,22 @@ class VideoMLLMModule(L.LightningModule):
         lr: dict[str, float],
         freeze: list[str] | tuple[str, ...],
         weight_decay: float,
-        betas: tuple[float, float],
         warmup_ratio: float,
         min_lr_ratio: float,
         loss: dict[str, Any],
         on_nan: str,
+        optimizer: Callable[[list[dict[str, Any]]], torch.optim.Optimizer] | None = None,
+        schedule: str = "cosine",
     ):
         """The values of a validated config's ``optim``, ``loss`` and ``run.on_nan`` (lrc/train/build.py
-        passes them; their defaults and ranges are the schema's, lrc/config/schema.py)."""
+        passes them; their defaults and ranges are the schema's, lrc/config/schema.py). ``optimizer`` makes the
+        optimizer from the parameter groups (the ``optim.optimizer`` plugin; default torch's AdamW)."""
         super().__init__()
+        self.make_optimizer = optimizer or (lambda groups: torch.optim.AdamW(groups))
+        self.schedule = schedule
+        # what training has consumed in this process (samples, visual tokens after compression): the progress
+        # display and the throughput callback turn these into rates (lrc/train/display.py)
+        self.seen = {"samples": 0, "visual_tokens": 0}
         self.on_nan = on_nan
         self.nan_skipped = 0  # batches skipped for a non-finite loss (run.on_nan=skip)
         self._rng_to_restore: dict[str, Any] | None = None
@@ -63,7 +70,6 @@ class VideoMLLMModule(L.LightningModule):
         self.lr = dict(lr)
         self.freeze = list(freeze)
         self.weight_decay = weight_decay
-        self.betas = tuple(betas)
         self.warmup_ratio = warmup_ratio
         self.min_lr_ratio = min_lr_ratio
         for name in self.freeze:
@@ -167,6 +173,8 @@ class VideoMLLMModule(L.LightningModule):
         if self._on_any_rank(not batch["size"]):
             return self._skip_step()  # every sample of this batch (on some rank) was unreadable
         out = self.model(batch)
+        self.seen["samples"] += batch["size"]
+        self.seen["visual_tokens"] += sum(int(v.shape[0]) for v in out.visual)
         terms = self.losses(batch, out)
         finite = torch.stack([torch.isfinite(v.detach()).all() for v in terms.values()])
         if self._on_any_rank(not bool(finite.all())):  # one device sync per step
@@ -233,6 +241,11 @@ class VideoMLLMModule(L.LightningModule):
         types = [t for t, o in zip(batch["question_type"], batch["option_ids"]) if o]
         for p, g, t in zip(preds.tolist(), golds.tolist(), types):
             self._val["mcq"].append((p == g, t))
+        # chance accuracy of the same questions (1 / its options, averaged): val/mcq_chance[_<type>], the level
+        # an untrained model scores and that `lrc ablate`'s plots draw (docs/ablations.md)
+        for options, t in ((o, t) for t, o in zip(batch["question_type"], batch["option_ids"]) if o):
+            self._val["mcq_chance"].append(1 / len(options))
+            self._val[f"mcq_chance_{t}"].append(1 / len(options))
         if self.model.heads is not None:
             self._validate_heads(batch, out)
 
@@ -328,18 +341,31 @@ class VideoMLLMModule(L.LightningModule):
                     groups.append({"params": ps, "lr": self.lr[name], "weight_decay": wd, "name": name})
         if not groups:
             raise ValueError("every component is frozen (optim.freeze); nothing would train")
-        optimizer = torch.optim.AdamW(groups, betas=self.betas)
+        optimizer = self.make_optimizer(groups)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(self.warmup_ratio * total)
 
-        def schedule(step: int) -> float:  # linear warmup, then cosine to min_lr_ratio
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        def schedule(step: int) -> float:
+            return lr_factor(self.schedule, step, total, warmup, self.min_lr_ratio)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int, min_lr_ratio: float) -> float:
+    """The multiplier of every learning rate at optimizer step ``step`` of ``total`` (``optim.schedule``): a linear
+    warmup from 0 over the first ``warmup`` steps, then ``cosine`` (half a cosine) or ``linear`` from 1 down to
+    ``min_lr_ratio`` at the last step, or ``constant`` 1."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if schedule == "linear":
+        return 1.0 - (1.0 - min_lr_ratio) * progress
+    if schedule == "cosine":
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown learning-rate schedule {schedule!r} (optim.schedule: cosine, linear or constant)")
 
 
 __all__ = ["VideoMLLMModule", "COMPONENTS"]

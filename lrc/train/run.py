@@ -10,8 +10,10 @@ folders may be used how, and locks the folder for the process that runs in it:
     config.yaml      the fully resolved config plus the class and package version of every plugin
     checkpoints/     last.ckpt and the last few step-N.ckpt (Lightning checkpoints: weights, optimizer,
                      scheduler, loop state), written atomically (lrc/train/checkpointing.py)
-    logs/            CSV and TensorBoard logs
-    metrics.json     flat {"val/mcq_acc": ..., "train/time_s": ...}; its presence marks a finished run
+    logs/            what run.loggers write: metrics.csv and hparams.yaml (csv), tb/ (tensorboard), mlflow.db (mlflow)
+    metrics.json     flat {"val/mcq_acc": ..., "train/time_s": ..., "data/wait_fraction": ...}; its presence
+                     marks a finished run
+    progress.json    how far training is (step of total steps, elapsed), while it runs (lrc/train/progress.py)
     interrupted.json written when SIGINT/SIGTERM stopped training (signal, step, epoch, time)
     skipped.json     samples whose video could not be read, with the reason (also written when a
                      run stops because more than data.max_bad_fraction of them were bad)
@@ -104,22 +106,23 @@ def write_data_sources(run_dir: Path, data: Any, splits: tuple[str, ...]) -> Non
 
 
 def _trainer(cfg: dict[str, Any], run_dir: Path, model: Any, callbacks: tuple[Any, ...] = ()) -> Any:
-    """The Lightning trainer: lrc's loggers and checkpoint writer, ``trainer:`` as given, and devices,
-    strategy and precision from the shared ``distributed:`` block (lrc/parallel/distributed.py). When to
-    save is the callbacks' (``lrc fit`` passes lrc/train/checkpointing.py's RunCheckpoints); without one, none."""
+    """The Lightning trainer: the loggers and callbacks the config names (``run.loggers``, ``run.callbacks``:
+    plugins, docs/logging.md), lrc's checkpoint writer and progress display (lrc/train/display.py), ``trainer:``
+    as given, and devices, strategy and precision from the shared ``distributed:`` block
+    (lrc/parallel/distributed.py). When to save is the callbacks' (``lrc fit`` passes
+    lrc/train/checkpointing.py's RunCheckpoints); without one, none."""
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from lrc.parallel.distributed import trainer_arguments
+    from lrc.train.build import build_callbacks, build_loggers
     from lrc.train.checkpointing import DurableCheckpointIO
+    from lrc.train.display import LogConfig, progress_display
 
-    loggers = [CSVLogger(str(run_dir), name="logs", version="")]
-    try:
-        loggers.append(TensorBoardLogger(str(run_dir), name="logs", version="tb"))
-    except ModuleNotFoundError:  # tensorboard is a dependency, but a trimmed install still trains
-        log.warning("tensorboard not installed; writing CSV logs only")
     saving = any(hasattr(c, "save") for c in callbacks)
-    return L.Trainer(default_root_dir=str(run_dir), logger=loggers, callbacks=list(callbacks),
+    shown = [progress_display(cfg["run"]["progress_every_s"])] if cfg["trainer"].get("enable_progress_bar", True) \
+        else []
+    return L.Trainer(default_root_dir=str(run_dir), logger=build_loggers(cfg, run_dir),
+                     callbacks=[*callbacks, *shown, LogConfig(cfg), *build_callbacks(cfg)],
                      enable_checkpointing=saving, plugins=[DurableCheckpointIO()],
                      **trainer_arguments(cfg["distributed"], model), **cfg["trainer"])
 
@@ -127,8 +130,10 @@ def _trainer(cfg: dict[str, Any], run_dir: Path, model: Any, callbacks: tuple[An
 def _build(cfg: dict[str, Any]):
     import lightning as L
 
+    from lrc.cpus import apply_threads
     from lrc.train.build import build_data, build_model, build_module, build_tokenizer
 
+    apply_threads(cfg["run"].get("threads"))  # torch's thread pools: run.threads (lrc/cpus.py)
     L.seed_everything(cfg["run"]["seed"], workers=True, verbose=False)
     tokenizer = build_tokenizer(cfg)
     model = build_model(cfg, tokenizer)
@@ -238,6 +243,8 @@ def _train_and_evaluate(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None) -
     from lrc.errors import Interrupted
     from lrc.train.checkpointing import RunCheckpoints, check_fits
     from lrc.train.interrupt import GracefulInterrupt
+    from lrc.train.data_wait import DataWait
+    from lrc.train.progress import ProgressFile
 
     module, data = _build(cfg)
     write_data_sources(run_dir, data, ("train", "val"))
@@ -248,7 +255,8 @@ def _train_and_evaluate(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None) -
     checkpoints = RunCheckpoints(run_dir, r["checkpoint_every_n_steps"], r["checkpoint_every_minutes"],
                                  r["keep_last_checkpoints"])
     interrupt = GracefulInterrupt(run_dir, checkpoints)
-    trainer = _trainer(cfg, run_dir, module.model, callbacks=(checkpoints, interrupt))
+    waited = DataWait()  # data/wait_s and data/wait_fraction in metrics.json (lrc/train/data_wait.py)
+    trainer = _trainer(cfg, run_dir, module.model, callbacks=(checkpoints, interrupt, ProgressFile(run_dir), waited))
     how = f"lrc fit --resume {run_dir}"
     t0 = time.perf_counter()
     try:
@@ -271,8 +279,11 @@ def _train_and_evaluate(cfg: dict[str, Any], run_dir: Path, ckpt: Path | None) -
     metrics = {f"val/{k}": v for k, v in module.summarise_validation().items()}
     metrics.update({"train/time_s": round(train_time, 2), "train/steps": float(trainer.global_step),
                     "train/epochs": float(trainer.current_epoch), "train/nan_skipped": float(module.nan_skipped)})
+    metrics.update(waited.metrics())
     if cfg["niah"]["after_fit"] and trainer.is_global_zero:  # NIAH as a column of an ablation (docs/niah.md)
         metrics.update(run_after_fit(["niah"], "niah/", module, run_dir))
+    if cfg["eval"]["after_fit"] and trainer.is_global_zero:  # benchmark accuracy as ablation columns (evaluation.md)
+        metrics.update(run_after_fit(["eval"], "eval/", module, run_dir))
     return _finish(run_dir, module, metrics)
 
 
@@ -282,7 +293,8 @@ LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RAN
 
 
 class AfterFitError(LrcError):
-    """An evaluation the config runs after training (``niah.after_fit``) failed; the trained run is kept."""
+    """An evaluation the config runs after training (``niah.after_fit``, ``eval.after_fit``) failed; the trained run
+    is kept."""
 
 
 def run_after_fit(command: list[str], prefix: str, module: Any, run_dir: Path) -> dict[str, float]:

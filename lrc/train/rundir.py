@@ -52,7 +52,8 @@ STEP_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
 ABANDONED = "abandoned-"
 # settings a resumed run may change: neither the model nor the data it trains on (lrc fit --resume)
 RESUMABLE_OVERRIDES = ("trainer.", "distributed.", "run.on_nan", "run.checkpoint_every_n_steps",
-                       "run.checkpoint_every_minutes", "run.keep_last_checkpoints", "data.num_workers")
+                       "run.checkpoint_every_minutes", "run.keep_last_checkpoints", "data.num_workers", "run.threads",
+                       "run.loggers", "run.callbacks", "run.progress_every_s")
 # keys that name where a run lives, not what it is
 WHERE_KEYS = ("run.name", "run.root")
 # flock is not supported on this filesystem: the lock file's content decides
@@ -511,6 +512,15 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if missing:
         raise RunDirError(f"{path} has no {', '.join(missing)} section(s); it is not a complete run config "
                           f"(damaged?). {fix}")
+    return spelled_as_today(data)
+
+
+def spelled_as_today(data: dict[str, Any]) -> dict[str, Any]:
+    """A run config written before a key moved, with the key where the schema has it now, so that such a run
+    still resumes: ``optim.betas`` is AdamW's argument ``optim.optimizer.betas`` (every run used AdamW then)."""
+    optim = data.get("optim")
+    if isinstance(optim, dict) and "betas" in optim and "optimizer" not in optim:
+        optim["optimizer"] = {"name": "adamw", "betas": optim.pop("betas")}
     return data
 
 

@@ -36,6 +36,14 @@ class MLPCompressor(nn.Module):
     ``forward(tokens [B, T, frame_tokens, in_dim]) -> [B, T·tokens_per_frame, out_dim]`` with
     ``tokens_per_frame = frame_tokens·shuffle²`` and ``out_dim = hidden_dim or in_dim``. ``in_dim`` and
     ``frame_tokens`` come from the builder (the encoder's token dim and tokens per frame).
+
+    Args:
+        clip_len: frames per clip, for the frame-count check only: each frame is compressed on its own (default 1).
+        shuffle: InternVL's pixel shuffle factor: ``1/shuffle`` × ``1/shuffle`` blocks of the frame's square token
+            grid fold into one token, so a frame keeps ``frame_tokens·shuffle²`` tokens (64 → 16 at 0.5). This
+            plugin takes no ``tokens_per_frame``.
+        hidden_dim: width of the MLP (LayerNorm → Linear → GELU → Linear) and of its output; null: the encoder's
+            token dim.
     """
 
     def __init__(

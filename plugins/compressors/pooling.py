@@ -67,6 +67,14 @@ class PoolingCompressor(nn.Module):
     ``forward(tokens [B, T, M, D]) -> [B, T·tokens_per_frame, D]``; ``T`` must be a multiple of
     ``clip_len`` and ``tokens_per_frame <= M``. ``mode`` is ``avg`` or ``max``. Non-learnable: no
     parameters, ``out_dim == in_dim``. See the module docstring for the windows and the output order.
+
+    Args:
+        clip_len: frames per clip; the video's frame count must be a multiple of it.
+        tokens_per_frame: tokens each frame keeps, at most the encoder's tokens per frame; the count is exact
+            (square grids are pooled in 2-D with their layout kept, anything else as a 1-D sequence).
+        mode: ``avg`` or ``max`` pooling.
+        scope: ``spatial``: each frame pooled on its own; ``spatiotemporal``: each clip pooled jointly over time and
+            space, in windows of as many frames as ``tokens_per_frame`` allows.
     """
 
     def __init__(

@@ -69,6 +69,16 @@ class QFormerCompressor(nn.Module):
     ``forward(tokens [B, T, M, in_dim]) -> [B, T·tokens_per_frame, hidden_dim]``; ``T`` must be a
     multiple of ``clip_len``. Learnable; ``out_dim == hidden_dim``. See the module docstring for the
     layers and for what "output token j belongs to frame j // tokens_per_frame" means here.
+
+    Args:
+        clip_len: frames per clip; the video's frame count must be a multiple of it.
+        tokens_per_frame: learned queries per frame: a clip is read by ``clip_len·tokens_per_frame`` queries
+            (self-attention, cross-attention to the clip's tokens, MLP), BLIP-2 style.
+        hidden_dim: width of the queries and of the output tokens (the compressor's ``out_dim``).
+        num_layers: Q-Former blocks.
+        num_heads: attention heads per block; must divide ``hidden_dim``.
+        mlp_ratio: the blocks' MLP width as a multiple of ``hidden_dim``.
+        dropout: dropout in the blocks, in [0, 1).
     """
 
     def __init__(

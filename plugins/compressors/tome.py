@@ -122,6 +122,16 @@ class ToMeCompressor(nn.Module):
     ``clip_len``. Non-learnable: no parameters. ``in_dim`` is filled in by the builder; ``head_dim``
     is the group size of the similarity metric (64 as in VideoChat-Flash's ``tome16_mlp_hd64``).
     See the module docstring for the output order.
+
+    Args:
+        clip_len: frames merged together (HiCo's clip); the video's frame count must be a multiple of it.
+        tokens_per_frame: tokens each frame keeps: a clip of ``clip_len`` frames leaves exactly
+            ``clip_len·tokens_per_frame`` tokens (at most the encoder's tokens per frame).
+        head_dim: group size of the similarity metric: each token's features are averaged over groups of
+            ``head_dim`` channels before cosine similarity (64 as in VideoChat-Flash's ``tome16_mlp_hd64``).
+        restore_order: emit each clip's tokens in their spatio-temporal order (by the smallest original index
+            merged into each); false keeps the reference's order (unmerged A tokens, then B), for released weights
+            trained with it.
     """
 
     def __init__(

@@ -21,6 +21,17 @@ class InternVLVisionEncoder(nn.Module):
     InternVL2.5 / InternVideo2.5 (paper §3.1, HiCo level 1): 448 px, patch 14 → 32×32 tokens;
     pixel shuffle 0.5 → 16×16 = 256 tokens per frame of dim 4×1024. Give either ``pretrained`` (a local
     path) or ``config`` (keyword arguments of ``transformers.InternVLVisionConfig``).
+
+    Args:
+        config: keyword arguments of ``transformers.InternVLVisionConfig`` for a randomly initialised InternViT;
+            give this or ``pretrained``.
+        pretrained: a local folder with an InternViT (transformers layout); give this or ``config``.
+        pixel_shuffle: InternVL's pixel shuffle factor after the ViT (0.5: 32×32×1024 → 16×16×4096 at 448 px).
+        select_layer: the hidden layer whose tokens are used (-1: the last; negative counts from the end).
+        attn_implementation: transformers' attention kernel: ``eager``, ``sdpa`` or ``flash_attention_2`` ... (GPU
+            kernels need the ``lrc[gpu]`` extra).
+        mean: per-channel mean the pixels are normalised with (RGB, in [0, 1]; ImageNet's by default, as InternVL).
+        std: per-channel standard deviation the pixels are normalised with (RGB).
     """
 
     def __init__(

@@ -20,6 +20,20 @@ class TimmViTEncoder(nn.Module):
     Output ``[N, M, out_dim]`` with ``M = (image_size / patch_size)**2 * pixel_shuffle**2``.
     ``checkpoint`` is a local ``.safetensors`` or ``.pt``/``.bin`` state dict for exactly this
     architecture; it is read with ``weights_only`` so it cannot execute code.
+
+    Args:
+        image_size: frame side in pixels the ViT takes (frames are resized to it).
+        patch_size: patch side in pixels; ``(image_size / patch_size)²`` patch tokens per frame.
+        embed_dim: token width.
+        depth: transformer blocks (0: the patch embedding only).
+        num_heads: attention heads; must divide ``embed_dim``.
+        mlp_ratio: the blocks' MLP width as a multiple of ``embed_dim``.
+        pixel_shuffle: InternVL's pixel shuffle of the patch grid after the blocks (1.0: none; 0.5 folds 2×2
+            neighbours into one token of 4× the width).
+        checkpoint: a local ``.safetensors`` or ``.pt``/``.bin`` state dict for exactly this architecture, read
+            with ``weights_only`` (null: random init).
+        mean: per-channel mean the pixels are normalised with (RGB, in [0, 1]).
+        std: per-channel standard deviation the pixels are normalised with (RGB).
     """
 
     def __init__(

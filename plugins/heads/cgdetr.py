@@ -191,6 +191,26 @@ class CGDETRHead(nn.Module):
     ``logits`` [N, Q, 2] (0 = foreground, 1 = no object), ``saliency`` [N, Tmax] (0 at padding),
     ``frame_mask`` [N, Tmax] (True = real frame) and ``query_attention`` [N, Tmax] (per frame, the
     attention mass on the query rather than the dummies, averaged over cross-attention layers).
+
+    Args:
+        d_model: width of the moment decoder.
+        num_dummy_layers: self-attention layers that encode the dummy tokens together with the query tokens, making them
+            query-aware (CG-DETR §3.2).
+        num_cross_layers: adaptive cross-attention layers: each frame attends over [dummies; query] with one softmax and
+            sums only the query tokens' values.
+        num_encoder_layers: transformer encoder layers over [global token; frames].
+        num_decoder_layers: transformer decoder layers of the moment queries.
+        num_queries: moment queries (candidate spans) per sample.
+        num_dummies: dummy tokens the attention can fall back to instead of the query.
+        num_heads: attention heads; must divide ``d_model``.
+        ffn_dim: width of the feed-forward layers.
+        dropout: dropout in every layer, in [0, 1).
+        span_weight: weight of the L1 loss on the matched spans (centre, width).
+        giou_weight: weight of the generalised temporal IoU loss.
+        label_weight: weight of the foreground / no-object classification loss.
+        eos_weight: class weight of "no object" in that loss.
+        saliency_weight: weight of the saliency (per-frame relevance) loss.
+        saliency_margin: margin of the saliency ranking loss.
     """
 
     task = "temporal"

@@ -39,6 +39,21 @@ def two_layer_mlp(d_in: int, d_hidden: int, d_out: int, activation: str = "gelu"
 
 @HEADS.register("region")
 class RegionHead(nn.Module):
+    """TPO region head (task ``region``, ``<box>``): an MLP from the ``<box>`` hidden state to one box, and an MLP
+    turning ``<region>`` input boxes into prompt embeddings (see the module docstring).
+
+    Args:
+        mlp_hidden: hidden width of both MLPs (decoder: hidden → mlp_hidden → 4; encoder: 4 → mlp_hidden →
+            hidden).
+        l1_weight: weight of the L1 loss, a mean over the box coordinates (TPO: 2).
+        giou_weight: weight of the generalised IoU loss (TPO: 1/5).
+        iou_threshold: IoU at which a predicted box counts as correct (metric ``acc@<threshold>``).
+        activation: ``gelu`` or ``relu`` between each MLP's two layers (``relu`` with ``box_format: xyxy`` is TPO's
+            released head, for InternVideo2.5 weights).
+        box_format: ``cxcywh_sigmoid``: the decoder predicts centre and size through a sigmoid (always a valid box);
+            ``xyxy``: raw corners, clamped to [0, 1].
+    """
+
     task = "region"
     task_token = "<box>"
     begin_token = "<box_begin>"

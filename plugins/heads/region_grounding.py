@@ -127,6 +127,20 @@ class FrameLocator(nn.Module):
 
 @HEADS.register("region_grounding")
 class RegionGroundingHead(RegionHead):
+    """The region head whose ``<box>`` hidden state also queries a small convolutional feature map of the sampled
+    frames: the vision side says *where*, the LLM *what* (for LLMs too small to carry locations; docs/tpo.md).
+
+    Args:
+        mlp_hidden: hidden width of the box MLPs, as in ``region``.
+        d_model: width of the frames' feature map and of the query.
+        image_size: frames are resized to this side for the feature map (a multiple of 8, the stem's stride).
+        max_frames: most frames a sample may have (size of the frame position table).
+        l1_weight: weight of the L1 loss, a mean over the box coordinates.
+        giou_weight: weight of the generalised IoU loss.
+        attention_weight: weight of the cross entropy that puts the query's attention on the gold box centre's cell.
+        iou_threshold: IoU at which a predicted box counts as correct (metric ``acc@<threshold>``).
+    """
+
     def __init__(self, hidden_size: PositiveInt, mlp_hidden: PositiveInt = 2048, d_model: PositiveInt = 64,
                  image_size: PositiveInt = 64, max_frames: PositiveInt = 512, l1_weight: NonNegativeFloat = 2.0,
                  giou_weight: NonNegativeFloat = 0.2, attention_weight: NonNegativeFloat = 1.0,

@@ -62,7 +62,7 @@ from torch import nn
 from lrc.weights.checkpoints import CheckpointError, load_state_dict_file
 from lrc.protocols import HeadBatch, check_head_batch
 from lrc.model.masks import dice_loss, j_and_f, sigmoid_bce_loss, sigmoid_focal_loss
-from lrc.errors import LrcError
+from lrc.errors import LrcError, not_installed, require
 from lrc.constraints import LocalPath, NonNegativeFloat, NonNegativeInt, PositiveInt, Text
 from lrc.ops import gelu_mlp
 from lrc.registry import HEADS
@@ -78,6 +78,7 @@ IMAGE_SIZE_MULTIPLE = 32
 BOX_SOURCES = ("hidden", "frames")
 PROPAGATIONS = ("video", "per_frame")
 SAM2Config = Annotated[str, Text("a SAM2 config: its packaged name or a local YAML file")]
+SAM2_NEEDED_BY = "heads plugin 'sam2_mask' (TPO's SAM2 mask head)"
 
 
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -86,9 +87,16 @@ def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum() / weight.sum().clamp(min=1)
 
 
+def import_sam2() -> Any:
+    """The ``sam2`` package, imported when a head is built (never when the registry is listed or this module is
+    imported). It is lrc's optional ``tpo`` extra (SAM2 ships as a source distribution only); without it the
+    error names the head and the install command."""
+    return require("sam2", SAM2_NEEDED_BY, extra="tpo")
+
+
 def packaged_config_names() -> list[str]:
     """Config names shipped inside the installed ``sam2`` package (valid values of ``config``)."""
-    import sam2
+    sam2 = import_sam2()
 
     root = Path(sam2.__file__).parent
     return sorted(str(p.relative_to(root)) for p in (root / "configs").rglob("*.yaml"))
@@ -96,7 +104,7 @@ def packaged_config_names() -> list[str]:
 
 def resolve_sam2_config(config: str) -> Path:
     """A local YAML path, or a config name packaged with ``sam2`` (``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
-    import sam2
+    sam2 = import_sam2()
 
     local = Path(config).expanduser()
     if local.is_file():
@@ -268,11 +276,41 @@ class SAM2MaskHead(nn.Module):
     ``loss`` returns ``prompt``, ``box``, ``dice``, ``bce``, ``focal`` (+ ``attention`` with the locator)
     and their weighted sum ``loss``.
     ``decode`` returns per sample ``{"masks": bool [T, H, W] at the frames' size (CPU), "box": [4 floats]}``.
+
+    Args:
+        config: SAM2's model config: a name packaged with ``sam2`` (``configs/sam2.1/sam2.1_hiera_t.yaml``) or a local
+            YAML file.
+        checkpoint: a local SAM2 checkpoint (null: random init).
+        image_size: SAM2's input side in pixels (a multiple of 32).
+        freeze_sam: keep all of SAM2 frozen, as TPO does (false also trains its mask decoder).
+        adapter_hidden: hidden width of the adapter MLP from the ``<track>`` hidden state to SAM2's prompt.
+        prompt_weight: weight of the L1 between the predicted prompt embedding and SAM2's own embedding of the gold box.
+        box_weight: weight of the L1 between the predicted and the gold box.
+        dice_weight: weight of the dice loss on the masks.
+        bce_weight: weight of the binary cross entropy on the masks.
+        focal_weight: weight of the focal loss on the masks (0: off).
+        fill_hole_area: fill holes up to this many pixels in the predicted masks (needs SAM2's CUDA extension; 0:
+            off).
+        box_source: ``hidden``: the adapter maps the ``<track>`` hidden state to a prompt and a box (TPO);
+            ``frames``: the hidden state queries a small conv map of every frame and SAM2 is prompted with the located
+            box.
+        propagation: ``video``: SAM2's video predictor propagates frame 0's box with its memory bank; ``per_frame``
+            (needs ``box_source: frames``): every frame decoded with its own located box.
+        locator_dim: width of the locator's feature map (``box_source: frames``).
+        locator_image_size: frames are resized to this side for the locator (a multiple of 8).
+        max_frames: most frames a sample may have (the locator's frame position table).
+        attention_weight: weight of the cross entropy that puts the locator's attention on the gold centre cell.
     """
 
     task: ClassVar[str] = "mask"
     task_token: ClassVar[str] = "<track>"
     begin_token: ClassVar[str] = "<track_begin>"
+
+    @staticmethod
+    def check_args(args: dict[str, Any]) -> list[tuple[str, str]]:
+        """``lrc validate`` reports a missing ``sam2`` before anything is built (the import itself waits for the
+        build)."""
+        return [("name", what) for what in not_installed("sam2", SAM2_NEEDED_BY, extra="tpo")]
 
     def __init__(
         self,

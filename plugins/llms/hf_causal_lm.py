@@ -117,6 +117,23 @@ class HFCausalLM(nn.Module):
     ``model_type`` (e.g. ``qwen2``, ``llama``). ``vocab_size`` comes from the builder (the tokenizer's
     length, after lrc adds its special tokens); a pretrained model's embeddings are resized to it
     when the tokenizer grew. ``trust_remote_code`` stays off unless you set it.
+
+    Args:
+        config: keyword arguments of the model's transformers config, with ``model_type`` (``qwen2``, ``llama``
+            ...), for a randomly initialised model; every key must be one its config class knows (a misspelt
+            ``hidden_sise`` is an error with the close match). Give this or ``pretrained``.
+        pretrained: a local folder with a transformers causal LM (its config and weights); give this or ``config``.
+        attn_implementation: ``sdpa``, ``eager``, ``flex_attention``, or on GPU with ``lrc[gpu]``
+            ``flash_attention_2`` / ``flash_attention_3`` (falls back to SDPA with a warning when flash-attn is
+            missing).
+        dtype: the weights' dtype: ``float32``, ``bfloat16`` or ``float16`` (null: as built or saved).
+        trust_remote_code: let transformers run the model folder's own Python code (off unless you set it).
+        gradient_checkpointing: recompute the decoder layers in the backward pass (less memory, more time).
+        lora: ``peft.LoraConfig`` arguments, e.g. ``{r: 8, lora_alpha: 16, target_modules: [q_proj, v_proj]}``
+            (defaults r 8, alpha 16, every linear layer); the base weights are frozen except the embedding rows of
+            the TPO heads' tokens. Null: no LoRA.
+        sequence_parallel: P > 1 splits each training sequence over groups of P ranks (Ulysses-style); attention
+            heads and key/value heads must be multiples of P (docs/distributed.md).
     """
 
     def __init__(

@@ -15,6 +15,10 @@ class MLPProjector(nn.Module):
 
     Both dims come from the builder (compressor output, LLM hidden size). ``hidden_dim`` defaults to
     ``out_dim`` as in InternVL2.5.
+
+    Args:
+        hidden_dim: width of the hidden layer (LayerNorm → Linear → GELU → Linear); null: the LLM's hidden size.
+        layer_norm: start with a LayerNorm over the compressed tokens, as InternVL2.5's ``mlp1``.
     """
 
     def __init__(self, in_dim: PositiveInt, out_dim: PositiveInt, hidden_dim: PositiveInt | None = None,

@@ -24,6 +24,14 @@ from lrc.registry import PROMPTS
 
 @PROMPTS.register("chatml")
 class ChatML:
+    """ChatML turns; the video opens with "The video lasts for D seconds, and N frames are uniformly sampled from it."
+    (VideoChat-Flash) and one ``FrameN:`` line per frame; no BOS.
+
+    Args:
+        system: a system turn's text (null: no system turn).
+        time_prefix: open the video with the line that gives its duration and frame count.
+    """
+
     special_tokens: tuple[str, ...] = ()
     turn_end = IM_END
     bos = False

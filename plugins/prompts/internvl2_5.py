@@ -37,6 +37,15 @@ LAYOUTS = ("chat", "finetune")
 
 @PROMPTS.register("internvl2_5")
 class InternVL25:
+    """InternVL2.5 / InternVideo2.5's template: the tokenizer's BOS, a system turn, ``<|im_start|>user`` ...
+    ``<|im_end|>`` turns, each frame as ``FrameN: <img>`` + its slots + ``</img>``.
+
+    Args:
+        system: the system turn's text (default: InternVL's system message, the one the models were trained with).
+        layout: ``chat``: the released chat example (frame lines, a newline, the question); ``finetune``:
+            InternVideo2.5's finetuning code (the time prefix line first, the question right after the last ``</img>``).
+    """
+
     special_tokens: tuple[str, ...] = (IMG_START, IMG_END)
     turn_end = IM_END
     bos = True

@@ -36,7 +36,8 @@ def validate_cli(capsys, *overrides: str) -> tuple[int, str]:
     (["model.llm.config.hidden_sise=64"], "model.llm.config.hidden_sise", "Did you mean 'hidden_size'"),
     (["optim.lr.llm=-1"], "optim.lr.llm", "must be at least 0, got -1"),
     (["optim.lr.llm=.nan"], "optim.lr.llm", "must be a finite number, got nan"),
-    (["optim.betas=[0.9,1.5]"], "optim.betas", "item 1: must be in [0, 1), got 1.5"),
+    (["optim.optimizer.betas=[0.9,1.5]"], "optim.optimizer.betas", "item 1: must be in [0, 1), got 1.5"),
+    (["optim.betas=[0.9,0.99]"], "optim.betas", "moved to optim.optimizer.betas"),
     (["trainer.gradient_clip_val=.nan"], "trainer.gradient_clip_val", "must be a finite number, got nan"),
     (["optim.min_lr_ratio=-5"], "optim.min_lr_ratio", "must be in [0, 1], got -5"),
     (["trainer.max_epochs=two"], "trainer.max_epochs", "expected int >= -1 or null, got 'two'"),
@@ -106,7 +107,7 @@ def test_trainer_is_checked_against_lightnings_annotations_leniently():
         validate(load_config(DEMO, ["trainer.deterministic=maybe", "trainer.precision=16", "trainer.logger=false"]))
     text = str(err.value)
     assert "trainer.deterministic: 'maybe' is not one of warn" in text
-    assert "trainer.precision: set distributed.precision instead" in text and "trainer.logger: set by lrc" in text
+    assert "trainer.precision: set distributed.precision instead" in text and "trainer.logger: name loggers in run.loggers" in text
 
 
 # --- defaults: written once, and written out ------------------------------------------------------
@@ -140,7 +141,7 @@ def test_run_config_yaml_holds_the_plugin_defaults(tmp_path):
     write_resolved_config(tmp_path, validate(loaded), loaded)
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["model"]["compressor"]["restore_order"] is True and "in_dim" not in saved["model"]["compressor"]
-    assert saved["data"]["sampler"] == {"name": "uniform", "num_frames": 4, "start": None, "end": None}
+    assert saved["data"]["sampler"] == {"name": "uniform", "num_frames": 4, "start": None, "end": None, "exact": True}
     # the saved config is an experiment (its provenance block _lrc is skipped) that validates to itself
     assert "plugins" in saved["_lrc"]
     again = validate(load_config(tmp_path / "config.yaml"))
@@ -161,10 +162,13 @@ def test_missing_section_keys_are_filled_from_the_schema():
 def test_defaults_come_from_the_schema():
     assert defaults()["data"] == dataclasses.asdict(DataConfig())
     assert set(defaults()) == set(SECTIONS) | {"trainer"}
-    from lrc.registry import PROMPTS
+    from lrc.config.schema import LISTED_SLOTS
+    from lrc.registry import CALLBACKS, LOGGERS, OPTIMIZERS, PROMPTS
 
     assert PLUGIN_SLOTS == {"data.sampler": SAMPLERS, "model.encoder": ENCODERS, "model.compressor": COMPRESSORS,
-                            "model.projector": PROJECTORS, "model.llm": LLMS, "model.prompt": PROMPTS}
+                            "model.projector": PROJECTORS, "model.llm": LLMS, "model.prompt": PROMPTS,
+                            "optim.optimizer": OPTIMIZERS}
+    assert LISTED_SLOTS == {"run.loggers": LOGGERS, "run.callbacks": CALLBACKS}
     # the modules that used to carry their own copy now read the schema
     from lrc.cli import parser
     from lrc.data.packing import plan_packs
@@ -230,9 +234,9 @@ def test_examples_and_docs_still_validate():
 
 def test_cli_exit_code_for_a_bad_value_in_a_file(tmp_path, capsys):
     exp = tmp_path / "e.yaml"
-    exp.write_text(f"base: [{DEMO}]\noptim: {{betas: [0.9, 1.5]}}\nmodel: {{encoder: {{patch_size: 0}}}}\n")
+    exp.write_text(f"base: [{DEMO}]\noptim: {{optimizer: {{betas: [0.9, 1.5]}}}}\nmodel: {{encoder: {{patch_size: 0}}}}\n")
     assert main(["validate", str(exp)]) == 2
     err = capsys.readouterr().err
-    assert f"{exp.resolve()}: optim.betas: item 1: must be in [0, 1), got 1.5" in err
+    assert f"{exp.resolve()}: optim.optimizer.betas: item 1: must be in [0, 1), got 1.5" in err
     assert f"{exp.resolve()}: model.encoder.patch_size: must be at least 1, got 0" in err
 

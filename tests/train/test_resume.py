@@ -71,6 +71,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(signal_sampl
     flag = tmp_path / "signal-sent"
     overrides = [o for o in tiny_overrides if not o.startswith("trainer.max_epochs")] + [
         "trainer.max_epochs=2", "data.batch_size=2", "data.cache_frames=false",
+        "data.num_workers=0",  # the sampler signals its own process: the training process, loading in-process
         "data.sampler.name=signal_once", f"data.sampler.flag={flag}",
         "data.sampler.at_call=5",  # the first sample of batch 3: the run stops after step 3
     ]

@@ -71,7 +71,7 @@ def test_a_plugin_value_refused_when_building_is_a_config_error(tiny_overrides, 
     code = main(["fit", str(DEMO), *tiny_overrides, "model.compressor.head_dim=48"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "compressors plugin 'tome' (lrc_plugins.compressors.tome:ToMeCompressor, package lrc " in err
+    assert "compressors plugin 'tome' (lrc_plugins.compressors.tome:ToMeCompressor, package lrc-video " in err
     assert "could not be built: tome: in_dim (64) is not divisible by head_dim (48)" in err
     assert "Traceback" not in err
 

@@ -50,6 +50,14 @@ class KeyframeDeltaCompressor(nn.Module):
 
     ``forward(tokens [B, T, M, D]) -> [B, T·tokens_per_frame, D]``; ``T`` must be a multiple of
     ``clip_len`` and ``tokens_per_frame <= M``. See the module docstring for what is kept and why.
+
+    Args:
+        clip_len: frames per clip; the first is the keyframe, and the frame count must be a multiple of it.
+        tokens_per_frame: tokens each frame keeps: the keyframe pooled to this many, the later frames their
+            most-changed ones (at most the encoder's tokens per frame).
+        emit: ``token``: the later frames' kept tokens as they are; ``residual``: their difference from the
+            keyframe's token at the same position.
+        mark_positions: add a learned embedding of each kept token's grid position (zero at initialisation).
     """
 
     def __init__(

@@ -32,9 +32,11 @@ Re-running the same command skips finished cells (run/metrics.json), continues i
 ``lrc fit --resume`` and retries failed ones. Ctrl-C is passed on to the running cell, which saves a
 checkpoint; ``lrc ablate`` then exits with 130 and the command that resumes it.
 
-The command in three modules, each read top to bottom: plan.py (the ablation file read, checked and
-expanded into cells; the output folder's plan record), runner.py (``ablate()``: each cell an ``lrc fit``
-child process, signals passed on, cell.json, resume) and report.py (results.csv, results.md, plots).
+The command in five modules, each read top to bottom: plan.py (the ablation file read, checked and
+expanded into cells; the output folder's plan record), runner.py (``ablate()``: the cells started, ``--jobs``
+at a time, watched and recorded in cell.json; signals passed on; resume), executors.py (where a cell's
+``lrc fit`` runs: a child process, or a cluster job through submitit with ``--executor slurm``), progress.py
+(the progress lines and the estimate of the time left) and report.py (results.csv, results.md, plots).
 """
 
 from lrc.commands.ablate.plan import Cell, Plan, load_plan, validate_cells

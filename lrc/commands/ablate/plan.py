@@ -21,11 +21,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from lrc.commands.ablate.executors import check_executor_block
 from lrc.config import SECTIONS, ConfigError, leaf_keys, load_config, parse_overrides, validate
 from lrc.ops import is_int
 from lrc.registry import suggest
 
-ABLATION_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "metrics", "overrides")
+ABLATION_KEYS = ("name", "description", "base", "grid", "cells", "seeds", "metrics", "overrides", "executor")
 CELL_KEYS = ("base", "label")  # what a `cells:` entry may hold besides config keys
 BASE_VALUE = "(base)"  # a `cells:` key that this cell leaves at its base config's value
 
@@ -49,6 +50,8 @@ class Plan:
     metrics: list[str] | None  # None: every val/* metric found
     seeds: list[int] | None
     command_line: list[str]
+    # `executor: {slurm: {...}}`: submitit's parameters per executor (executors.py); not part of what a cell is
+    executor: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) -> Plan:
@@ -65,7 +68,7 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
         hint = (" It looks like an experiment config: run it with `lrc fit`, or name it as `base:` of an "
                 "ablation file." if isinstance(doc, dict) and set(doc) & set(SECTIONS) else "")
         raise ConfigError([f"{where}: an ablation file holds one mapping, `ablation:` (name, base, grid or cells, "
-                           f"seeds, metrics, overrides; docs/ablations.md).{hint}"])
+                           f"seeds, metrics, overrides, executor; docs/ablations.md).{hint}"])
     spec = doc["ablation"]
     problems = [f"{where}: ablation.{k}: unknown key.{suggest(str(k), list(ABLATION_KEYS))}"
                 for k in spec if k not in ABLATION_KEYS]
@@ -103,6 +106,9 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
                         f"got {metrics!r}")
         metrics = None
 
+    executor = spec.get("executor") or {}
+    problems += check_executor_block(executor, where)
+
     # the overrides and the command line apply to every cell; they may not undo what the ablation varies
     varied_keys = set(axes) | ({"run.seed"} if seeds else set())
     problems += [f"{where}: ablation.overrides: {k} is also varied by the {'seeds' if k not in axes else 'cells'}; "
@@ -130,7 +136,7 @@ def load_plan(path: str | Path, command_line: list[str] | tuple[str, ...] = ()) 
             cells.append(Cell(slug, entry_base or base, list(ordered.values()), varied, seed))
     _make_slugs_unique(cells)
     columns = list(cells[0].varied) if cells else []
-    return Plan(name, path, str(description), cells, columns, metrics, seeds, command_line)
+    return Plan(name, path, str(description), cells, columns, metrics, seeds, command_line, executor)
 
 
 def _base_path(ablation: Path, value: Any, key: str, problems: list[str]) -> Path | None:

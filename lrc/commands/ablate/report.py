@@ -62,7 +62,9 @@ def _text(value: Any) -> str:
 def main_metrics(plan: Plan, results: list[CellResult]) -> list[str]:
     if plan.metrics:
         return plan.metrics
-    found = {k for r in results for k, v in r.metrics.items() if k.startswith("val/") and isinstance(v, (int, float))}
+    # a chance level is a reference, not a result: it is drawn with its metric and kept in results.csv
+    found = {k for r in results for k, v in r.metrics.items()
+             if k.startswith("val/") and isinstance(v, (int, float)) and "_chance" not in k}
     return sorted(found, key=lambda k: (k != "val/mcq_acc", k))
 
 
@@ -190,9 +192,60 @@ def _why_no_value(group: list[CellResult]) -> str:
     return "failed" if any(r.status != "done" for r in group) else "no such metric"
 
 
+def chance_key(metric: str) -> str | None:
+    """The metrics.json key of ``metric``'s chance level, for an accuracy: ``val/mcq_acc`` -> ``val/mcq_chance``,
+    ``val/mcq_acc_colour`` -> ``val/mcq_chance_colour`` (the fit writes them: 1 / the options of each question,
+    averaged). None for a metric that is not an ``_acc``."""
+    head, sep, last = metric.rpartition("/")
+    if not re.search(r"(^|_)acc(_|$)", last):
+        return None
+    return head + sep + re.sub(r"(^|_)acc(_|$)", r"\1chance\2", last, count=1)
+
+
+def _chance(results: list[CellResult], metric: str) -> float | None:
+    """The chance level of ``metric`` over the finished cells that report one (their mean; they agree on one
+    corpus), else None."""
+    key = chance_key(metric)
+    found = [float(r.metrics[key]) for r in results
+             if r.status == "done" and key and isinstance(r.metrics.get(key), (int, float))]
+    return sum(found) / len(found) if found else None
+
+
+def per_type_families(metrics: list[str]) -> dict[str, list[str]]:
+    """Per-question-type metrics, by family: ``{"val/mcq_acc": ["val/mcq_acc_colour", "val/mcq_acc_shape", ...]}``
+    for the ``<accuracy>_<type>`` keys of ``metrics`` (two or more of one family); drawn as one grouped panel."""
+    families: dict[str, list[str]] = {}
+    for m in metrics:
+        match = re.fullmatch(r"(.+_acc)_(\w+)", m)
+        if match:
+            families.setdefault(match.group(1), []).append(m)
+    return {f: ms for f, ms in families.items() if len(ms) > 1}
+
+
+def _value_label(ax: Any, x: float, mean: float, std: float) -> None:
+    """The value above its bar or point (above its error bar)."""
+    if not math.isnan(mean):
+        ax.annotate(f"{mean:.3f}" if abs(mean) < 100 else f"{mean:.0f}", (x, mean + std), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize="x-small")
+
+
+def _mark_missing(ax: Any, x: float, group: list[CellResult]) -> None:
+    """A cell without a value: say why, where its bar or point would be."""
+    why = _why_no_value(group)
+    ax.annotate(why, (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                ha="center", rotation=90, fontsize="small", color="red" if why == "failed" else "grey")
+
+
+def _chance_line(ax: Any, chance: float | None) -> None:
+    if chance is not None:
+        ax.axhline(chance, linestyle="--", color="black", linewidth=1, alpha=0.6, label=f"chance ({chance:.3f})")
+
+
 def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Path]:
-    """One PNG per main metric: the metric against the first varied axis, one series per combination
-    of the other axes; bars for categorical values, lines for numbers; error bars = std over seeds."""
+    """The plots of a study, one PNG each: every main metric against the first varied axis, one series per
+    combination of the other axes (bars for categorical values, lines for numbers), the value of each bar or
+    point, error bars (std over seeds) when a cell has several seeds, and a dashed chance line where the metric
+    has a chance level (MCQ accuracy); per-question-type metrics together in one grouped panel."""
     if not plan.axes or not any(r.status == "done" for r in results):
         return []
     import matplotlib
@@ -201,6 +254,29 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    metrics = main_metrics(plan, results)
+    families = per_type_families(metrics)
+    in_family = {m for ms in families.values() for m in ms}
+    paths = [_plot_metric(plt, plan, results, folder, m) for m in metrics if m not in in_family]
+    paths += [_plot_family(plt, plan, results, folder, family, ms) for family, ms in families.items()]
+    return paths
+
+
+def _save(plt: Any, fig: Any, folder: Path, name: str) -> Path:
+    fig.tight_layout()
+    path = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _mean_std(group: list[CellResult], metric: str) -> tuple[float, float]:
+    found = [float(r.metrics[metric]) for r in group
+             if r.status == "done" and isinstance(r.metrics.get(metric), (int, float))]
+    return _stats(found) if found else (math.nan, 0.0)
+
+
+def _plot_metric(plt: Any, plan: Plan, results: list[CellResult], folder: Path, metric: str) -> Path:
     series_axes = _series_axes(plan, results)
     groups = _groups([plan.axes[0], *series_axes], results)
     xs = list(dict.fromkeys(values[0] for values in groups))
@@ -208,49 +284,78 @@ def plot_results(plan: Plan, results: list[CellResult], folder: Path) -> list[Pa
     raw_x = {_text(r.cell.varied[plan.axes[0]]): r.cell.varied[plan.axes[0]] for r in results}
     numeric = all(isinstance(raw_x[x], (int, float)) and not isinstance(raw_x[x], bool) for x in xs)
     seeded = any(len(g) > 1 for g in groups.values())
-    paths = []
-    for metric in main_metrics(plan, results):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0))
-        width = 0.8 / len(series)
-        for i, rest in enumerate(series):
-            means, stds = [], []
-            for x in xs:
-                found = [float(r.metrics[metric]) for r in groups.get((x, *rest), [])
-                         if r.status == "done" and isinstance(r.metrics.get(metric), (int, float))]
-                mean, std = _stats(found) if found else (math.nan, 0.0)
-                means.append(mean)
-                stds.append(std)
-            label = ", ".join(f"{a}={v}" for a, v in zip(series_axes, rest)) or None
-            yerr = stds if seeded else None
-            if numeric:
-                positions = [raw_x[x] for x in xs]
-                ax.errorbar(positions, means, yerr=yerr, marker="o", capsize=3, label=label)
-            else:
-                positions = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xs))]
-                ax.bar(positions, means, width, yerr=yerr, capsize=3, label=label)
-            for pos, mean, x in zip(positions, means, xs):  # a cell without a value: say why where it would be
-                if math.isnan(mean) and (x, *rest) in groups:
-                    why = _why_no_value(groups[(x, *rest)])
-                    ax.annotate(why, (pos, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                                textcoords="offset points", ha="center", rotation=90, fontsize="small",
-                                color="red" if why == "failed" else "grey")
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    width = 0.8 / len(series)
+    for i, rest in enumerate(series):
+        stats = [_mean_std(groups.get((x, *rest), []), metric) for x in xs]
+        means, stds = [m for m, _ in stats], [s for _, s in stats]
+        label = ", ".join(f"{a}={v}" for a, v in zip(series_axes, rest)) or None
+        yerr = stds if seeded else None
         if numeric:
-            values = [raw_x[x] for x in xs]
-            if min(values) > 0 and max(values) / min(values) >= 8:  # 4, 16, 64 tokens per frame: even steps
-                ax.set_xscale("log", base=2)
-            ax.set_xticks(values, [str(v) for v in values])
+            positions = [raw_x[x] for x in xs]
+            ax.errorbar(positions, means, yerr=yerr, marker="o", capsize=3, label=label)
         else:
-            ax.set_xticks(range(len(xs)), xs)
-            ax.set_xlim(-0.5, len(xs) - 0.5)  # a category without a bar keeps its place
-        ax.set_xlabel(plan.axes[0])
-        ax.set_ylabel(metric)
-        ax.set_title(f"{plan.name}: {metric}")
-        if len(series) > 1:
-            ax.legend(fontsize="small")
-        ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        path = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", metric) + ".png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+            positions = [j + (i - (len(series) - 1) / 2) * width for j in range(len(xs))]
+            ax.bar(positions, means, width, yerr=yerr, capsize=3, label=label)
+        for pos, mean, std, x in zip(positions, means, stds, xs):
+            _value_label(ax, pos, mean, std if seeded else 0.0)
+            if math.isnan(mean) and (x, *rest) in groups:
+                _mark_missing(ax, pos, groups[(x, *rest)])
+    chance = _chance(results, metric)
+    _chance_line(ax, chance)
+    if numeric:
+        values = [raw_x[x] for x in xs]
+        if min(values) > 0 and max(values) / min(values) >= 8:  # 4, 16, 64 tokens per frame: even steps
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(values, [str(v) for v in values])
+    else:
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlim(-0.5, len(xs) - 0.5)  # a category without a bar keeps its place
+    ax.set_xlabel(plan.axes[0])
+    ax.set_ylabel(metric)
+    ax.set_title(f"{plan.name}: {metric}")
+    ax.margins(y=0.12)  # room for the value labels
+    if len(series) > 1 or chance is not None:
+        ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, folder, metric)
+
+
+def _plot_family(plt: Any, plan: Plan, results: list[CellResult], folder: Path, family: str,
+                 metrics: list[str]) -> Path:
+    """One grouped panel: a group of bars per question type (``val/mcq_acc_colour`` ...), a bar per cell (mean ±
+    std over its seeds), each type's chance level as a dashed mark across its group."""
+    groups = _groups(plan.axes, results)
+    types = [m[len(family) + 1:] for m in metrics]
+    seeded = any(len(g) > 1 for g in groups.values())
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.35 * len(types) * len(groups) + 2.5), 4.2))
+    width = 0.8 / len(groups)
+    labelled = len(types) * len(groups) <= 32  # value labels while they fit side by side
+    for i, (values, group) in enumerate(groups.items()):
+        stats = [_mean_std(group, m) for m in metrics]
+        means, stds = [m for m, _ in stats], [s for _, s in stats]
+        positions = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(types))]
+        label = ", ".join(str(v) for v in values) if len(plan.axes) > 1 else str(values[0])
+        ax.bar(positions, means, width, yerr=stds if seeded else None, capsize=2, label=label)
+        for pos, mean, std in zip(positions, means, stds):
+            if labelled:
+                _value_label(ax, pos, mean, std if seeded else 0.0)
+            if math.isnan(mean):
+                _mark_missing(ax, pos, group)
+    drawn = False
+    for j, m in enumerate(metrics):
+        chance = _chance(results, m)
+        if chance is not None:
+            ax.hlines(chance, j - 0.45, j + 0.45, linestyles="--", colors="black", linewidth=1, alpha=0.6,
+                      label=None if drawn else "chance", gid="chance")
+            drawn = True
+    ax.set_xticks(range(len(types)), types)
+    ax.set_xlim(-0.5, len(types) - 0.5)
+    ax.set_xlabel("question type")
+    ax.set_ylabel(family)
+    ax.set_title(f"{plan.name}: {family} per question type")
+    ax.margins(y=0.12)
+    ax.legend(fontsize="small", title=", ".join(plan.axes), title_fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))  # beside the panel: the bars fill it
+    ax.grid(axis="y", alpha=0.3)
+    return _save(plt, fig, folder, f"{family}_by_type")

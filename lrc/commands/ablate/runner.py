@@ -1,15 +1,18 @@
 """Running an ablation: ``ablate()``, the entry of ``lrc ablate``, and each cell as an ``lrc fit`` child.
 
 Each cell runs as ``python -m lrc.cli fit`` in a child process of its own session, so a crash or an
-out-of-memory kill ends that cell only and its peak memory is the child's own (``os.wait4``). Its
+out-of-memory kill ends that cell only and its peak memory is the child's own (``os.wait4``); ``--jobs N``
+keeps N of them going at once, each with its share of the CPUs, and ``--executor slurm`` runs each as a
+cluster job through submitit instead (executors.py). While cells run, progress lines say how far each is
+and about how long the study has left (progress.py). Its
 folder DIR/cells/SLUG holds log.txt (the fit's stdout and stderr), cell.json (status, exit code,
 error, each attempt's command, wall time, peak RSS) and run/ (the ``lrc fit`` run dir). Each attempt
 is ``lrc fit BASE --out RUN --resume-if-exists OVERRIDES``, so re-running the same command skips finished
 cells (run/metrics.json), continues interrupted ones from their newest good checkpoint (a damaged or partial
 one gives way to the one before, or to a fresh start: never to a cell that fails on every re-run) and retries
 failed ones. ``lrc ablate`` holds the lock of its output folder (lrc/train/rundir.py) while it runs, and
-each cell's fit holds its run folder's. Ctrl-C and SIGTERM are passed on to the running cell,
-which saves a checkpoint; ``lrc ablate`` then exits with 128 + the signal and the command that resumes it.
+each cell's fit holds its run folder's. Ctrl-C and SIGTERM are passed on to the running cells,
+which save a checkpoint; ``lrc ablate`` then exits with 128 + the signal and the command that resumes it.
 """
 
 from __future__ import annotations
@@ -18,27 +21,39 @@ import dataclasses
 import itertools
 import json
 import logging
-import os
 import re
 import shlex
 import signal
-import subprocess
-import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from lrc.commands.ablate.executors import (EXECUTORS, SUBMITIT_EXECUTORS, Attempt, Outcome, SubmititLauncher,
+                                           SubprocessLauncher, check_jobs, check_settings)
 from lrc.commands.ablate.plan import Cell, check_out_dir, load_plan, validate_cells, write_plan
+from lrc.commands.ablate.progress import Progress, RunningCell
 from lrc.commands.ablate.report import CellResult, describe, duration, table_markdown, write_results
+from lrc.errors import ConfigError
 
 log = logging.getLogger("lrc")
 
 
 def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-           verbose: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> int:
-    """``lrc ablate``: 0 when every cell finished, 1 when any failed, 128 + the signal when interrupted."""
+           verbose: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print, jobs: int | None = None,
+           executor: str = "subprocess", progress_every: float = 30.0) -> int:
+    """``lrc ablate``: 0 when every cell finished, 1 when any failed, 128 + the signal when interrupted.
+
+    ``jobs``: cells at once (default 1 as child processes, every cell at once as cluster jobs); ``executor``:
+    ``subprocess`` (child processes of this one), ``slurm`` or ``local`` (submitit; executors.py);
+    ``progress_every``: seconds between progress lines while cells run (0: only when a cell starts or ends)."""
+    check_jobs(jobs)
+    if executor not in EXECUTORS:
+        raise ConfigError([f"command line: --executor {executor}: one of {', '.join(EXECUTORS)}"])
     plan = load_plan(path, overrides)
+    if executor in SUBMITIT_EXECUTORS:
+        problems = check_settings(executor, plan.executor.get(executor), str(plan.source))
+        if problems:
+            raise ConfigError(problems)
     out_dir = Path(out) if out is not None else Path("runs") / "ablations" / plan.name
     if not dry_run:
         check_out_dir(plan, out_dir)
@@ -54,12 +69,18 @@ def ablate(path: str | Path, out: str | Path | None = None, overrides: list[str]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with RunDirLock(out_dir):
-        return _run_plan(plan, out_dir, configs, invalid, seeds, verbose, echo)
+        if executor in SUBMITIT_EXECUTORS:
+            launcher: Any = SubmititLauncher(executor, out_dir / "submitit", plan.executor.get(executor) or {},
+                                             plan.name, jobs)
+        else:
+            launcher = SubprocessLauncher(jobs or 1, verbose)
+        return _run_plan(plan, out_dir, configs, invalid, seeds, launcher, echo, progress_every)
 
 
 def _run_plan(plan: Any, out_dir: Path, configs: dict[str, Any], invalid: dict[str, str], seeds: dict[str, Any],
-              verbose: bool, echo: Callable[[str], None]) -> int:
-    """The cells of a checked plan, run into ``out_dir`` (which this process holds), then the results."""
+              launcher: Any, echo: Callable[[str], None], progress_every: float) -> int:
+    """The cells of a checked plan, run into ``out_dir`` (which this process holds), ``launcher.jobs`` at a time
+    (None: all at once), then the results."""
     from lrc.train.interrupt import handling_stop_signals
 
     write_plan(plan, out_dir)
@@ -71,34 +92,58 @@ def _run_plan(plan: Any, out_dir: Path, configs: dict[str, Any], invalid: dict[s
     done = len(plan.cells) - len(todo) - len(invalid)
     echo(f"ablation {plan.name}: {len(plan.cells)} cell{'s' * (len(plan.cells) != 1)} ({done} already done, "
          f"{len(invalid)} invalid, {len(todo)} to run) -> {out_dir}")
+    slots = launcher.jobs or max(1, len(todo))
+    launcher.share(min(slots, max(1, len(todo))))
+    if todo and (slots > 1 or launcher.name != "subprocess"):
+        threads = f", {launcher.threads} thread{'s' * (launcher.threads != 1)} each" if launcher.threads else ""
+        where = "as child processes" if launcher.name == "subprocess" else f"as {launcher.name} jobs (submitit)"
+        echo(f"running up to {min(slots, len(todo))} cells at a time {where}{threads}")
     _prepare_corpora([configs[c.slug] for c in todo], echo)
 
     forward = _SignalForwarder()
-    walls: list[float] = []
+    progress = Progress(done + len(todo), done, slots, echo, progress_every)
+    queue = list(todo)
+    running: dict[str, tuple[Cell, Attempt]] = {}
     t_start = time.perf_counter()
     with handling_stop_signals(forward.handle):
-        for n, cell in enumerate(todo, 1):
-            if forward.signum is not None:
-                break
-            cell_dir = out_dir / "cells" / cell.slug
-            cell_dir.mkdir(parents=True, exist_ok=True)
-            tag = (f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}] "
-                   f"{describe(cell.varied, cell.seed if plan.seeds and len(plan.seeds) > 1 else None)} ...")
-            resuming = any((cell_dir / "run" / "checkpoints").glob("*.ckpt"))
-            echo(f"{tag} {'resuming' if resuming else 'running'} (log: {cell_dir / 'log.txt'})")
-            wall = _run_cell(cell, cell_dir, forward, verbose)
-            result = results[cell.slug] = _result_of(cell, cell_dir, seeds[cell.slug])
-            walls.append(wall)
-            left = len(todo) - n
-            eta = f"; about {duration(left * sum(walls) / len(walls))} left" if left and not forward.signum else ""
-            if result.status == "done":
-                main = (plan.metrics or ["val/mcq_acc"])[0]
-                value = result.metrics.get(main)
-                score = f", {main} {value:.3f}" if isinstance(value, (int, float)) else ""
-                echo(f"{tag} done in {duration(wall)}{score}{eta}")
-            else:
-                echo(f"{tag} {result.status.upper()} (exit code {result.exit_code}) after {duration(wall)}: "
-                     f"{result.error}{eta}")
+        try:
+            while queue or running:
+                while queue and len(running) < slots and forward.signum is None:
+                    cell = queue.pop(0)
+                    cell_dir = out_dir / "cells" / cell.slug
+                    resuming = any((cell_dir / "run" / "checkpoints").glob("*.ckpt"))
+                    attempt = _start(cell, cell_dir, launcher, configs[cell.slug])
+                    running[cell.slug] = (cell, attempt)
+                    forward.attempts[cell.slug] = attempt
+                    progress.started(cell.slug, RunningCell(_label(plan, cell), cell_dir / "run"))
+                    progress.waiting = len(queue)
+                    echo(f"{_tag(plan, cell)} {'resuming' if resuming else 'running'} (log: {cell_dir / 'log.txt'})")
+                    progress.printed()
+                if forward.signum is not None:
+                    progress.waiting = 0
+                for slug, (cell, attempt) in list(running.items()):
+                    outcome = attempt.poll()
+                    if outcome is None:
+                        progress.running[slug].where = attempt.describe()
+                        continue
+                    del running[slug]
+                    forward.attempts.pop(slug, None)
+                    cell_dir = out_dir / "cells" / slug
+                    _record(cell, cell_dir, attempt, outcome, launcher, forward.signum)
+                    result = results[slug] = _result_of(cell, cell_dir, seeds[slug])
+                    progress.ended(slug, outcome.wall_s, result.status == "done", result.metrics.get("train/time_s"))
+                    left = "" if forward.signum or not (queue or running) else progress.left_text()
+                    echo(_ended_line(plan, cell, result, outcome.wall_s, left))
+                    progress.printed()
+                if forward.signum is not None and not running:
+                    break
+                progress.tick()
+                if running:
+                    time.sleep(POLL_S)
+        except BaseException:
+            for _, attempt in running.values():  # a bug, or an exception while waiting: leave no cell behind
+                attempt.kill()
+            raise
 
     ordered = [results[c.slug] for c in plan.cells]
     paths = write_results(plan, ordered, out_dir, time.perf_counter() - t_start)
@@ -106,8 +151,8 @@ def _run_plan(plan: Any, out_dir: Path, configs: dict[str, Any], invalid: dict[s
     echo("\n" + "\n".join(f"{label}: {p}" for label, p in paths))
     resume_with = shlex.join(["lrc", "ablate", str(plan.source), "--out", str(out_dir), *plan.command_line])
     if forward.signum is not None:
-        echo(f"\ninterrupted ({signal.Signals(forward.signum).name}): finished cells are kept, the running one saved a "
-             f"checkpoint if it was training. Resume with: {resume_with}")
+        echo(f"\ninterrupted ({signal.Signals(forward.signum).name}): finished cells are kept, the running ones saved "
+             f"a checkpoint if they were training. Resume with: {resume_with}")
         return 128 + forward.signum
     failed = [r for r in ordered if r.status != "done"]
     if failed:
@@ -117,6 +162,73 @@ def _run_plan(plan: Any, out_dir: Path, configs: dict[str, Any], invalid: dict[s
         echo(f"Re-running `{resume_with}` retries them and skips the finished ones.")
         return 1
     return 0
+
+
+POLL_S = 0.5  # how often the running cells are looked at
+
+
+def _label(plan: Any, cell: Cell) -> str:
+    return describe(cell.varied, cell.seed if plan.seeds and len(plan.seeds) > 1 else None)
+
+
+def _tag(plan: Any, cell: Cell) -> str:
+    return f"[{plan.cells.index(cell) + 1}/{len(plan.cells)}] {_label(plan, cell)} ..."
+
+
+def _ended_line(plan: Any, cell: Cell, result: CellResult, wall: float, left: str) -> str:
+    eta = f"; {left}" if left else ""
+    if result.status == "done":
+        main = (plan.metrics or ["val/mcq_acc"])[0]
+        value = result.metrics.get(main)
+        score = f", {main} {value:.3f}" if isinstance(value, (int, float)) else ""
+        return f"{_tag(plan, cell)} done in {duration(wall)}{score}{eta}"
+    code = f" (exit code {result.exit_code})" if result.exit_code is not None else ""
+    return f"{_tag(plan, cell)} {result.status.upper()}{code} after {duration(wall)}: {result.error}{eta}"
+
+
+def _thread_overrides(cfg: dict[str, Any], threads: int | None) -> list[str]:
+    """``run.threads=N`` for a cell sharing the machine, unless its config chose a number itself (the variables
+    of executors.thread_env say it too, for the libraries that read only those). Not part of the plan: the
+    same cells may run with any --jobs (run.threads may change on resume)."""
+    from lrc.config.schema import RunConfig
+
+    if threads is None:
+        return []
+    default = RunConfig().threads
+    return [f"run.threads={threads}"] if cfg.get("run", {}).get("threads", default) == default else []
+
+
+def _start(cell: Cell, cell_dir: Path, launcher: Any, cfg: dict[str, Any]) -> Attempt:
+    """One attempt at a cell's fit: ``lrc fit ... --resume-if-exists`` resumes from the newest good checkpoint a
+    previous attempt left, else starts (over) from scratch (what an attempt that saved nothing left is kept in
+    run/abandoned-N/)."""
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    args = ["fit", str(cell.base), "--out", str(cell_dir / "run"), "--resume-if-exists", *cell.overrides,
+            *_thread_overrides(cfg, launcher.threads)]
+    return launcher.start(cell.slug, args, cell_dir / "log.txt")
+
+
+def _record(cell: Cell, cell_dir: Path, attempt: Attempt, outcome: Outcome, launcher: Any,
+            signum: int | None) -> None:
+    """The attempt's outcome, added to cell.json."""
+    from lrc.files import write_json
+
+    run_dir = cell_dir / "run"
+    text = (cell_dir / "log.txt").read_bytes()[attempt.offset:].decode("utf-8", errors="replace")
+    code = outcome.exit_code
+    finished = code == 0 and (run_dir / "metrics.json").is_file()
+    error = ("" if finished else outcome.error if code is None else last_error(text, code) if code
+             else "exited with 0 but wrote no metrics.json")
+    entry = {"command": attempt.command, "started": attempt.started, "exit_code": code,
+             "wall_s": round(outcome.wall_s, 1), "peak_rss_mib": outcome.peak_rss_mib, "error": error}
+    if launcher.threads:
+        entry["threads"] = launcher.threads
+    if launcher.name != "subprocess":
+        entry.update(executor=launcher.name, job_id=outcome.job_id)
+    record = _read_json(cell_dir / "cell.json")
+    write_json(cell_dir / "cell.json", {
+        "slug": cell.slug, "status": "done" if finished else "interrupted" if signum else "failed",
+        "exit_code": code, "error": error, "attempts": record.get("attempts", []) + [entry]})
 
 
 def _prepare_corpora(configs: list[dict[str, Any]], echo: Callable[[str], None]) -> None:
@@ -144,73 +256,20 @@ def _prepare_corpora(configs: list[dict[str, Any]], echo: Callable[[str], None])
 
 class _SignalForwarder:
     """Ctrl-C and SIGTERM reach `lrc ablate` only (each cell runs in its own session, away from the
-    terminal's process group) and are passed on to the running cell once per signal: the first makes
-    it save a checkpoint and stop, a second stops it at once, exactly as for `lrc fit` itself."""
+    terminal's process group) and are passed on to the running cells once per signal: the first makes
+    each save a checkpoint and stop, a second stops them at once, exactly as for `lrc fit` itself. No new
+    cell starts after the first. Cluster jobs are cancelled (scancel: SIGTERM, so they save too)."""
 
     def __init__(self) -> None:
-        self.pid: int | None = None
+        self.attempts: dict[str, Attempt] = {}
         self.signum: int | None = None
 
     def handle(self, signum: int, frame: Any) -> None:
         self.signum = self.signum or signum
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
-        else:
+        if not self.attempts:
             log.warning("%s received: stopping before the next cell", signal.Signals(signum).name)
-
-
-def _run_cell(cell: Cell, cell_dir: Path, forward: _SignalForwarder, verbose: bool) -> float:
-    """One attempt at a cell's fit, in a child process: ``lrc fit ... --resume-if-exists`` resumes from the
-    newest good checkpoint a previous attempt left, else starts (over) from scratch (what an attempt that
-    saved nothing left is kept in run/abandoned-N/). Its outcome is added to cell.json; returns its wall time."""
-    from lrc.memory import max_rss_kib
-    from lrc.files import write_json
-
-    run_dir = cell_dir / "run"
-    command = [sys.executable, "-m", "lrc.cli", "fit", str(cell.base), "--out", str(run_dir), "--resume-if-exists",
-               *cell.overrides]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # log.txt fills as the fit runs
-    with open(cell_dir / "log.txt", "a", encoding="utf-8", errors="replace") as logfile:
-        logfile.write(f"\n=== {datetime.now().isoformat(timespec='seconds')} {shlex.join(command)}\n")
-        logfile.flush()
-        start, started = logfile.tell(), datetime.now().isoformat(timespec="seconds")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE if verbose else logfile, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                text=True, errors="replace")
-        forward.pid = proc.pid
-        try:
-            if verbose:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    logfile.write(line)
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
-            # wait4, not Popen.wait: it also returns the child's own resource usage (its peak RSS)
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            forward.pid = None
-    wall = time.perf_counter() - t0
-    text = (cell_dir / "log.txt").read_bytes()[start:].decode("utf-8", errors="replace")
-    rss_kib = max_rss_kib(usage)
-    finished = proc.returncode == 0 and (run_dir / "metrics.json").is_file()
-    error = ("" if finished else last_error(text, proc.returncode) if proc.returncode
-             else "exited with 0 but wrote no metrics.json")
-    attempt = {"command": shlex.join(command), "started": started, "exit_code": proc.returncode,
-               "wall_s": round(wall, 1), "peak_rss_mib": round(rss_kib / 1024, 1), "error": error}
-    record = _read_json(cell_dir / "cell.json")
-    write_json(cell_dir / "cell.json", {
-        "slug": cell.slug, "status": "done" if finished else "interrupted" if forward.signum else "failed",
-        "exit_code": proc.returncode, "error": error, "attempts": record.get("attempts", []) + [attempt]})
-    return wall
+        for attempt in list(self.attempts.values()):
+            attempt.signal(signum)
 
 
 def last_error(log_text: str, exit_code: int) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import string
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -235,8 +236,10 @@ def synthesize(
     format: str = "lrc",
     images: int = 0,
     frame_folders: int = 0,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic corpus into ``out_dir``; returns ``{"videos", "train", "val", "out_dir"}``.
+    ``progress``: a bar over the videos on stderr; None shows it when stderr is a terminal.
 
     ``train``/``val`` count records (4 questions per video by default). ``train.jsonl`` is written
     last, so a run interrupted part-way leaves no corpus that looks complete.
@@ -298,7 +301,11 @@ def synthesize(
     total_frames = 0
     events = 0
     # needle haystacks are videos of their own (lrc/data/synth/needle.py); a needle-only corpus has no base videos
-    for i in range(videos if set(tasks) - {"needle"} else 0):
+    from tqdm import tqdm
+
+    base_videos = range(videos if set(tasks) - {"needle"} else 0)
+    for i in tqdm(base_videos, desc="lrc data synth", unit="video", file=sys.stderr, dynamic_ncols=True,
+                  disable=None if progress is None else not progress):
         rng = np.random.default_rng([seed, 100, i])  # video i depends on (seed, i) only
         spec = video_spec(rng, size, min_seconds, max_seconds)
         name = f"synth-{i:06d}"

@@ -1,0 +1,1 @@
+"""Built-in callbacks (``run.callbacks``): what runs beside training (docs/logging.md)."""

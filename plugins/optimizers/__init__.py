@@ -1,0 +1,1 @@
+"""Built-in optimizers (``optim.optimizer``): what steps the per-component parameter groups (docs/config.md)."""
