@@ -1,11 +1,15 @@
 """Run folders: making one, owning one, and telling what a folder found on disk holds.
 
 A run folder belongs to one process at a time. ``lrc fit``, ``lrc fit --resume`` and every cell of
-``lrc ablate`` hold its lock, ``RUN_DIR/lrc.lock``, for as long as they run: an exclusive ``flock`` on the
-file, which also names the holder (pid, host, start time, command line). A second process that asks for
-the folder stops at once with exit 2 and names the holder. The kernel drops the ``flock`` when its process
-dies, however it dies (SIGKILL, OOM killer, a node's crash on NFS after the lease), so a lock left by a
-dead process is taken over, with a warning that names it. On a filesystem without working ``flock``
+``lrc ablate`` hold its lock, ``RUN_DIR/lrc.lock``, for as long as they run: an exclusive POSIX record lock
+(``fcntl.lockf``) on the file, which also names the holder (pid, host, start time, command line). A second
+process that asks for the folder stops at once with exit 2 and names the holder. The kernel drops the lock
+when its process dies, however it dies (SIGKILL, OOM killer, a node's crash on NFS after the lease), so a
+lock left by a dead process is taken over, with a warning that names it. A record lock belongs to one
+process and is not inherited through ``fork`` (a ``flock`` is): the data loader's worker processes of a
+killed fit, which live on for a few seconds, do not keep its folder locked. (Record locks have one trap: closing any descriptor of
+the file drops the process's lock, so nothing in the holding process opens ``lrc.lock`` but the lock itself.) On a filesystem without working
+locks
 (some Lustre mounts) the file alone decides: a holder on this host that no longer runs is taken over; one
 on another host cannot be checked, and the message says how to remove its lock.
 
@@ -56,8 +60,11 @@ RESUMABLE_OVERRIDES = ("trainer.", "distributed.", "run.on_nan", "run.checkpoint
                        "run.loggers", "run.callbacks", "run.progress_every_s")
 # keys that name where a run lives, not what it is
 WHERE_KEYS = ("run.name", "run.root")
-# flock is not supported on this filesystem: the lock file's content decides
-_NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
+# the lock files this process holds, by (device, inode): a record lock never refuses its own process, so a
+# second RunDirLock on a folder this process holds is refused here
+_HELD: dict[tuple[int, int], "Holder"] = {}
+# file locks are not supported on this filesystem: the lock file's content decides
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 class RunDirError(LrcError, FileExistsError):
@@ -144,20 +151,27 @@ class RunDirLock:
             return self
         me = Holder.me()
         for _ in range(20):  # retried only when the file was replaced while we opened it
+            try:  # checked without opening the file: closing any descriptor of it would drop this process's lock
+                st = os.stat(self.path)
+                if (st.st_dev, st.st_ino) in _HELD:
+                    raise RunDirError(self._in_use(_HELD[st.st_dev, st.st_ino]))
+            except FileNotFoundError:
+                pass
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    if exc.errno not in _NO_LOCKS:
+                        os.close(fd)
+                        raise
+                    self._fd = fd
+                    self._claim_without_locks(me)
+                    _HELD[_key(fd)] = me
+                    return self
                 holder = Holder.parse(_read_fd(fd))
                 os.close(fd)
                 raise RunDirError(self._in_use(holder)) from None
-            except OSError as exc:
-                if exc.errno not in _NO_FLOCK:
-                    os.close(fd)
-                    raise
-                self._fd = fd
-                self._claim_without_flock(me)
-                return self
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -171,13 +185,14 @@ class RunDirLock:
                 log.warning("%s was left by %s, which no longer runs (killed?); this process takes the run "
                             "folder over", self.path, previous.describe())
             self._fd = fd
+            _HELD[_key(fd)] = me
             self._write(me)
             return self
         raise RunDirError(f"could not lock {self.path}: the lock file kept changing (another process is taking "
                           "the folder right now?); run again")
 
-    def _claim_without_flock(self, me: Holder) -> None:
-        """No flock on this filesystem: the lock file's content decides (module docstring)."""
+    def _claim_without_locks(self, me: Holder) -> None:
+        """No file locks on this filesystem: the lock file's content decides (module docstring)."""
         assert self._fd is not None
         holder = Holder.parse(_read_fd(self._fd))
         if holder is not None and holder.pid != os.getpid():
@@ -213,6 +228,7 @@ class RunDirLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        _HELD.pop(_key(fd), None)
         try:
             if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                 os.unlink(self.path)  # unlinked while still locked: a waiting opener sees the inode change
@@ -225,6 +241,11 @@ class RunDirLock:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def _key(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _read_fd(fd: int) -> str:

@@ -62,7 +62,7 @@ def test_two_mistakes_are_both_reported_with_their_file(tmp_path):
     ("data.batch_size=four", "expected int"),
     ("data.batch_sise=4", "did you mean 'batch_size'"),
     ("trainer.max_epoch=3", "max_epochs"),
-    ("trainer.logger=false", "set by lrc"),
+    ("trainer.logger=false", "run.loggers"),
     ("optim.freeze=[vit]", "'vit' is not one of encoder, compressor, projector, llm, heads"),
     ("model.compressor.in_dim=3", "set by lrc"),
     ("data.sampler.num_frames=6", "not a multiple of model.compressor.clip_len=4"),

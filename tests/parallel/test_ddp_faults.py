@@ -94,6 +94,7 @@ def test_sigterm_on_one_rank_stops_every_rank_after_the_same_step(launch, tiny_o
     stop after step 2, take part in one checkpoint, and the run resumes on 2 ranks to the end."""
     run = tmp_path / "run"
     done = launch("fit", str(DEMO), "--out", str(run), *tiny_overrides, *DDP, "data.cache_frames=false",
+                  "data.num_workers=0",  # the sampler signals its own process: the rank's, not a loader worker's
                   "data.sampler.name=signal_on_rank", "data.sampler.at_call=3", f"data.sampler.flag={tmp_path / 'sent'}",
                   timeout=240)
     # rank 1 gets the signal while loading its second batch (its third sample): step 2 still runs everywhere

@@ -1,6 +1,6 @@
 """Run folders (lrc/train/rundir.py): one process at a time holds a folder, a dead holder's lock is taken over
 with a warning, what a folder holds decides what lrc fit may do with it, and a file is never taken for a
-folder. Real processes, real flock; the filesystem without flock is simulated by making flock fail as it
+folder. Real processes, real file locks; the filesystem without them is simulated by making lockf fail as it
 does there (ENOLCK)."""
 
 import errno
@@ -64,10 +64,44 @@ def test_a_second_process_is_refused_naming_the_holder_and_a_dead_holder_is_take
     assert not (folder / LOCK_NAME).exists()  # a clean end leaves no lock behind
 
 
-def test_without_flock_a_dead_local_holder_is_taken_over_and_a_remote_one_refused(tmp_path, monkeypatch, caplog):
-    def no_flock(fd, op):
+FORK_THEN_HOLD = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from lrc.train.rundir import RunDirLock
+lock = RunDirLock({folder!r}).acquire()
+child = os.fork()  # as a data loader worker is forked: it outlives a SIGKILLed parent for a while
+if child == 0:
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(120)
+"""
+
+
+def test_children_of_a_killed_holder_do_not_keep_the_folder(tmp_path):
+    # a fit killed with SIGKILL leaves its data loader workers running for a few seconds; they were forked with
+    # the lock's file open, and must not keep the requeued fit out of its own folder
+    folder = tmp_path / "run"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", FORK_THEN_HOLD.format(root=str(ROOT), folder=str(folder))],
+                            stdout=subprocess.PIPE, text=True)
+    child = int(proc.stdout.readline())
+    try:
+        with pytest.raises(RunDirError):
+            RunDirLock(folder).acquire()  # the parent still runs: refused
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        os.kill(child, 0)  # the forked child still runs
+        with RunDirLock(folder) as lock:
+            assert lock.took_over is not None and lock.took_over.pid == proc.pid
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_without_file_locks_a_dead_local_holder_is_taken_over_and_a_remote_one_refused(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, op, *args):
         raise OSError(errno.ENOLCK, "No locks available")  # what some Lustre / NFS mounts answer
-    monkeypatch.setattr(fcntl, "flock", no_flock)
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
     folder = tmp_path / "run"
     folder.mkdir()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

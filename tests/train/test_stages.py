@@ -68,8 +68,8 @@ def test_real_stages_follow_the_paper():
     s1, s2, s3 = real(1), real(2), real(3)
     # stage 1: compressor + projector only, 4 frames, no heads, no LoRA
     assert set(s1["optim"]["freeze"]) == {"encoder", "llm"} and not s1["model"]["llm"].get("lora")
-    # (the validated config writes out the sampler's other defaults: the whole video, start/end null)
-    uniform = {"name": "uniform", "start": None, "end": None}
+    # (the validated config writes out the sampler's other defaults: the whole video, start/end null, exact frames)
+    uniform = {"name": "uniform", "start": None, "end": None, "exact": True}
     assert not s1["model"]["heads"] and s1["data"]["sampler"] == {**uniform, "num_frames": 4}
     # stage 2: heads + LoRA on the LLM, encoder frozen, SAM2 frozen, 8 frames, no DPO yet
     assert s2["optim"]["freeze"] == ["encoder"] and s2["model"]["llm"]["lora"]["r"] > 0
