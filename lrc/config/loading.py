@@ -178,3 +178,12 @@ def _note_value_sources(value_sources: dict[str, str], layer: dict[str, Any], so
         for k in below:
             del value_sources[k]
         value_sources[key] = source
+
+
+def spelled_as_today(data: dict[str, Any]) -> dict[str, Any]:
+    """A run config written before a key moved, with the key where the schema has it now, so that such a run
+    still resumes: ``optim.betas`` is AdamW's argument ``optim.optimizer.betas`` (every run used AdamW then)."""
+    optim = data.get("optim")
+    if isinstance(optim, dict) and "betas" in optim and "optimizer" not in optim:
+        optim["optimizer"] = {"name": "adamw", "betas": optim.pop("betas")}
+    return data

@@ -533,16 +533,9 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if missing:
         raise RunDirError(f"{path} has no {', '.join(missing)} section(s); it is not a complete run config "
                           f"(damaged?). {fix}")
+    from lrc.config import spelled_as_today
+
     return spelled_as_today(data)
-
-
-def spelled_as_today(data: dict[str, Any]) -> dict[str, Any]:
-    """A run config written before a key moved, with the key where the schema has it now, so that such a run
-    still resumes: ``optim.betas`` is AdamW's argument ``optim.optimizer.betas`` (every run used AdamW then)."""
-    optim = data.get("optim")
-    if isinstance(optim, dict) and "betas" in optim and "optimizer" not in optim:
-        optim["optimizer"] = {"name": "adamw", "betas": optim.pop("betas")}
-    return data
 
 
 def write_run_config(run_dir: Path, doc: dict[str, Any]) -> None:

@@ -223,3 +223,22 @@ def test_the_commands_an_unstarted_or_damaged_run_folder_suggests_work(tiny_over
     assert "has no checkpoint: it stopped before saving anything" in err and err.rstrip().endswith(suggested)
     assert main(suggested.split()[1:]) == 0
     assert (run / "abandoned-2" / "logs").is_dir() and (run / "metrics.json").is_file()
+
+
+def test_a_run_saved_before_newer_keys_still_resumes(tmp_path):
+    # a run config written by an older lrc: AdamW's betas where optim had them, no eval section (added later);
+    # resuming (and lrc.load, which reads the same file) fills what is missing from today's defaults
+    from omegaconf import OmegaConf
+
+    from lrc.config import load_config, validate
+    from lrc.train.rundir import read_run_config
+    from lrc.train.run import _resumed_config
+
+    old = OmegaConf.to_container(load_config(DEMO).cfg, resolve=False)
+    old.pop("eval")
+    old["optim"].pop("optimizer", None)
+    old["optim"]["betas"] = [0.9, 0.95]
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(old)))
+    cfg = validate(_resumed_config(read_run_config(tmp_path), []))
+    assert cfg["optim"]["optimizer"] == {**cfg["optim"]["optimizer"], "name": "adamw", "betas": [0.9, 0.95]}
+    assert cfg["eval"]["after_fit"] is False
