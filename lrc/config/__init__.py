@@ -15,7 +15,8 @@ from lrc.errors import ConfigError
 _WHERE = {
     "lrc.config.schema": ("COMPONENTS", "LABELLED_SLOTS", "PLUGIN_SLOTS", "SECTIONS", "TRAINER_DEFAULTS", "defaults",
                           "head_slots", "listed_slots", "plugin_slots", "slot_node"),
-    "lrc.config.loading": ("LoadedConfig", "leaf_keys", "load_config", "parse_overrides", "spelled_as_today"),
+    "lrc.config.loading": ("LoadedConfig", "leaf_keys", "load_config", "parse_overrides", "saved_over_defaults",
+                           "spelled_as_today"),
     "lrc.config.validation": ("check_args", "check_niah", "plugin_arg", "plugin_defaults", "token_dropout_schedule",
                               "validate"),
 }

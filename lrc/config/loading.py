@@ -187,3 +187,9 @@ def spelled_as_today(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(optim, dict) and "betas" in optim and "optimizer" not in optim:
         optim["optimizer"] = {"name": "adamw", "betas": optim.pop("betas")}
     return data
+
+
+def saved_over_defaults(saved: dict[str, Any]) -> DictConfig:
+    """A config saved by a run or an export, spelled as today and laid over lrc's defaults, so that a run saved
+    by an older lrc (before a section such as ``eval`` existed, or a key moved) still loads and resumes."""
+    return OmegaConf.merge(OmegaConf.create(defaults()), OmegaConf.create(spelled_as_today(saved)))

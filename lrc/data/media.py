@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lrc.config.schema import DataConfig
-from lrc.data.video import Frames, VideoFile, VideoReadError, read_opened
+from lrc.data.video import Frames, VideoFile, VideoReadError, index_problem, read_opened
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # the files of a frame folder
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -141,11 +141,9 @@ class FrameFolder:
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         indices = [int(i) for i in indices]
-        if not indices:
-            raise MediaReadError(self.path, "no frame indices requested", "frame folder")
-        bad = [i for i in indices if not 0 <= i < self.num_frames]
-        if bad:
-            raise MediaReadError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})", "frame folder")
+        problem = index_problem(indices, self.num_frames)
+        if problem:
+            raise MediaReadError(self.path, problem, "frame folder")
         frames = {i: read_image(self.files[i], self.size, "frame") for i in sorted(set(indices))}
         shapes = {f.shape for f in frames.values()}
         if len(shapes) > 1:
@@ -193,11 +191,9 @@ class GifFile:
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         indices = [int(i) for i in indices]
-        if not indices:
-            raise MediaReadError(self.path, "no frame indices requested", "GIF")
-        bad = [i for i in indices if not 0 <= i < self.num_frames]
-        if bad:
-            raise MediaReadError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})", "GIF")
+        problem = index_problem(indices, self.num_frames)
+        if problem:
+            raise MediaReadError(self.path, problem, "GIF")
         if self._image is None:
             raise MediaReadError(self.path, "the GIF is closed; read frames inside the `with` block", "GIF")
         frames = {}

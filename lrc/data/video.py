@@ -70,6 +70,14 @@ class VideoReadError(RuntimeError):
         )
 
 
+def index_problem(indices: Sequence[int], num_frames: int) -> str | None:
+    """Why frames ``indices`` cannot be read from a medium of ``num_frames`` frames, or None (every reader's check)."""
+    if not indices:
+        return "no frame indices requested"
+    bad = [i for i in indices if not 0 <= i < num_frames]
+    return f"frame index {bad[0]} out of range [0, {num_frames})" if bad else None
+
+
 class Frames(NamedTuple):
     """What a read returns (``read_frames``, ``VideoFile.read``); unpacks as ``frames, indices, timestamps``.
 
@@ -549,11 +557,9 @@ class VideoFile:
             closed = "video is closed; read frames inside the `with VideoFile(...)` block"
             raise VideoReadError(self.path, self._broken or closed)
         indices = [int(i) for i in indices]
-        if not indices:
-            raise VideoReadError(self.path, "no frame indices requested")
-        bad = [i for i in indices if not 0 <= i < self.num_frames]
-        if bad:
-            raise VideoReadError(self.path, f"frame index {bad[0]} out of range [0, {self.num_frames})")
+        problem = index_problem(indices, self.num_frames)
+        if problem:
+            raise VideoReadError(self.path, problem)
         # The worker thread owns the reader until it returns; after a timeout it keeps it and closes
         # it when (if) the stuck call comes back, and this file stays broken.
         held = {"reader": self._reader}

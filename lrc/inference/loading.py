@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from omegaconf import OmegaConf
 
-from lrc.config import LoadedConfig, load_config, spelled_as_today, validate
+from lrc.config import LoadedConfig, load_config, saved_over_defaults, validate
 from lrc.inference.chat import InferenceError, VideoChat
 from lrc.weights.checkpoints import CheckpointError
 
@@ -57,10 +57,8 @@ def _run_config(path: Path, overrides: Sequence[str], extra: Sequence[str] = ())
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} is not a config (a mapping of sections)")
     saved.pop("_lrc", None)
-    saved = spelled_as_today(saved)
     saved.setdefault("model", {})["init"] = {"path": None}
-    # over lrc's defaults, so that a run saved before a section existed (eval, ...) still loads
-    loaded = LoadedConfig(OmegaConf.merge(load_config(None).cfg, OmegaConf.create(saved)), path, {})
+    loaded = LoadedConfig(saved_over_defaults(saved), path, {})
     if overrides or extra:
         from lrc.config import parse_overrides
 

@@ -35,7 +35,7 @@ from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 
-from lrc.config import ConfigError, LoadedConfig, leaf_keys, load_config, parse_overrides, validate
+from lrc.config import ConfigError, LoadedConfig, leaf_keys, parse_overrides, saved_over_defaults, validate
 from lrc.errors import LrcError, MissingInputError
 from lrc.files import write_json
 # run folders: lrc/train/rundir.py (RunDirError, make_run_dir and check_out_free are imported from here by the
@@ -386,9 +386,7 @@ def _resumed_config(saved: dict[str, Any], overrides: list[str] | tuple[str, ...
                if not resumable(key) and value != _get(saved, key)]
     if refused:
         raise ConfigError(refused)
-    # over lrc's defaults, so that a run saved before a section existed (eval, ...) still resumes
-    merged = OmegaConf.merge(load_config(None).cfg, OmegaConf.create(saved),
-                             OmegaConf.create(parse_overrides(list(overrides))))
+    merged = OmegaConf.merge(saved_over_defaults(saved), OmegaConf.create(parse_overrides(list(overrides))))
     source = provenance.get("source") if isinstance(provenance, dict) else None
     return LoadedConfig(merged, Path(source) if source else None,  # type: ignore[arg-type]
                         {key: "command line" for key in asked})
