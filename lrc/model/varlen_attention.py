@@ -17,6 +17,7 @@ no mask function of its own, transformers builds no mask for the packed forward 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Iterator
 
 import torch
@@ -25,6 +26,9 @@ import torch.nn.functional as F
 VARLEN_SDPA = "lrc_varlen_sdpa"
 # the implementations whose packed forward builds the dense block-diagonal mask (flash-attention does not)
 DENSE_MASK_IMPLEMENTATIONS = ("sdpa", "eager")
+# the samples of the row being forwarded, found once per forward (not once per layer: reading them off the
+# position ids syncs with the device)
+_BOUNDS: ContextVar[list[tuple[int, int]] | None] = ContextVar("lrc_varlen_bounds", default=None)
 
 
 def sample_bounds(position_ids: torch.Tensor) -> list[tuple[int, int]]:
@@ -51,7 +55,7 @@ def varlen_sdpa_forward(module: torch.nn.Module, query: torch.Tensor, key: torch
         value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
     dropout = dropout if module.training else 0.0
     parts = []
-    for start, end in sample_bounds(position_ids):
+    for start, end in _BOUNDS.get() or sample_bounds(position_ids):
         q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         if sliding_window is not None and end - start > sliding_window:
             # a sliding-window layer (some Qwen2 configs): causal and at most `sliding_window` back
@@ -72,15 +76,18 @@ def register() -> str:
 
 
 @contextmanager
-def varlen_attention(config: Any) -> Iterator[None]:
-    """Inside the block, a model with ``config`` attends within samples (for one packed forward), when its
-    implementation would otherwise build the dense mask; flash-attention is left as it is (varlen already)."""
+def varlen_attention(config: Any, position_ids: torch.Tensor | None = None) -> Iterator[None]:
+    """Inside the block, a model with ``config`` attends within samples (for one packed forward, whose
+    ``position_ids`` give the samples), when its implementation would otherwise build the dense mask;
+    flash-attention is left as it is (varlen already)."""
     old = config._attn_implementation
     if old not in DENSE_MASK_IMPLEMENTATIONS:
         yield
         return
     config._attn_implementation = register()
+    bounds = _BOUNDS.set(sample_bounds(position_ids) if position_ids is not None else None)
     try:
         yield
     finally:
+        _BOUNDS.reset(bounds)
         config._attn_implementation = old

@@ -236,7 +236,7 @@ class HFCausalLM(nn.Module):
             # a packed row (lrc/data/packing.py): attend within each sample, not over a dense N × N mask
             from lrc.model.varlen_attention import varlen_attention
 
-            with varlen_attention(self.model.config):
+            with varlen_attention(self.model.config, position_ids):
                 return self.model(inputs_embeds=inputs_embeds, position_ids=position_ids, use_cache=False, **kwargs)
         return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                           position_ids=position_ids, use_cache=False, **kwargs)
