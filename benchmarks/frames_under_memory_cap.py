@@ -46,6 +46,8 @@ stage binds. Figures come from a shared 2-core CPU and glibc's allocator: indica
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import json
 import os
 import subprocess
@@ -56,10 +58,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+BENCHMARK = "frames_under_memory_cap"
 SETTINGS = ("none", "tome", "tome+dropout")
 GiB = 2**30
 
 
+from _common import add_output_args, read_json, write_json  # noqa: E402
 from _memory import (max_rss_kib as _max_rss_kib, peak_kib as _peak_kib, reset_peak as _reset_peak,  # noqa: E402
                      status_kib as _status_kib)
 
@@ -81,6 +85,7 @@ class Sizes:
     drop_layers: list[int]
     ratios: list[float]
     chunk_frames: int  # frames per encoder/compressor/projector pass (VideoMLLM.chunk_frames)
+    mlp_chunk: int | None  # positions per piece of a decoder MLP without gradients (hf_causal_lm); None: whole
 
     @property
     def bytes(self) -> int:
@@ -106,9 +111,10 @@ def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed
         half after scatter_add (F/2), the concatenated result (F/2) and its division by the sizes
         (F/2): F + 2.5·F in the input dtype (float16 merges in float32: F + 2.5·F32).
     * stage 2, LLM: the prompt embeddings (L0·hidden·b) stay alive; a decoder layer on L tokens peaks
-      in its MLP: act(gate), up and their product (3·L·intermediate) plus ~3 hidden-size tensors; the
-      final norm and logits over the L_f kept positions: L_f·(vocab + 2·hidden). With dropout, layer l
-      sees the text tokens plus ratio_l·N visual tokens.
+      in its MLP: act(gate), up and their product (3·P·intermediate, P = min(L, the MLP's piece,
+      ``mlp_chunk``; L when it runs whole) plus ~3 hidden-size tensors (3·L·hidden); the final norm and
+      logits over the L_f kept positions: L_f·(vocab + 2·hidden). With dropout, layer l sees the text
+      tokens plus ratio_l·N visual tokens.
 
     Attention is SDPA's fused kernel (no L×L matrix) and is smaller than the MLP; allocator slack,
     library workspaces and the small per-layer tensors are ignored.
@@ -134,7 +140,8 @@ def analytic_peak(setting: str, frames: int, s: Sizes, compressed: int, streamed
         if setting == "tome+dropout" and layer in s.drop_layers:
             keep = s.ratios[s.drop_layers.index(layer)]
         lengths.append(s.text_tokens + round(keep * n))
-    layer_peak = max(length * (3 * s.intermediate + 3 * s.hidden) for length in lengths)
+    piece = lambda length: length if s.mlp_chunk is None else min(length, s.mlp_chunk)
+    layer_peak = max(3 * piece(length) * s.intermediate + 3 * length * s.hidden for length in lengths)
     logits = lengths[-1] * (s.vocab + 2 * s.hidden)
     stage2 = b * (l0 * s.hidden + max(layer_peak, logits))
     where = "visual" if stage1 >= stage2 else ("LLM layers" if layer_peak >= logits else "logits")
@@ -182,7 +189,8 @@ def build_pipeline(setting: str, s: Sizes, compressed: int):
     projector = PROJECTORS.get("mlp")(in_dim=s.feat_dim, out_dim=s.hidden)
     llm = LLMS.get("hf_causal_lm")(vocab_size=s.vocab, dtype=s.dtype, config=dict(
         model_type="qwen2", hidden_size=s.hidden, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-        num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate, max_position_embeddings=1 << 20))
+        num_key_value_heads=s.kv_heads, intermediate_size=s.intermediate, max_position_embeddings=1 << 20),
+        mlp_chunk_positions=s.mlp_chunk)
     dropout = (TokenDropout(layers=s.drop_layers, ratios=s.ratios, mode="uniform_then_attention")
                if setting == "tome+dropout" else None)
     model = VideoMLLM(encoder, compressor, projector.to(dtype), llm, img_context_id=s.vocab - 1, token_dropout=dropout)
@@ -276,8 +284,34 @@ def measured_max_frames(setting: str, start: int, s: Sizes, args: argparse.Names
 
 # -- output -------------------------------------------------------------------------------------
 def describe(s: Sizes) -> str:
+    mlp = "whole" if s.mlp_chunk is None else f"in pieces of {s.mlp_chunk:,} positions"
     return (f"hidden {s.hidden}, {s.layers} layers, {s.heads}/{s.kv_heads} heads, intermediate {s.intermediate}, "
-            f"vocab {s.vocab:,}, {s.dtype}")
+            f"vocab {s.vocab:,}, {s.dtype}, MLP {mlp}")
+
+
+def table(result: dict) -> str:
+    """The Markdown of a result (``--from-json`` prints it again from the file)."""
+    ratio = lambda x: "—" if x is None else f"{x:.1f}×"
+    lines = [result["about"] + "\n",
+             "| setting | tokens/frame | small LLM: analytic max frames (binds at) | small LLM: measured max frames "
+             "| peak at that T (GiB) | probes (s) | × none, measured | 7B-class: analytic max frames (binds at) "
+             "| × none, 7B-class | 7B-class, MLP whole: max frames (× none) "
+             "| whole video in one pass: small / 7B-class (analytic) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in result["rows"]:
+        m = r.get("measured")
+        if m is None:
+            measured, peak, cost = "—", "—", "—"
+        else:
+            upper = f" (< {m['fails']})" if m["fails"] is not None else f" (≥, search limit {result['max_frames']})"
+            measured = f"{m['fits']}{upper}"
+            peak, cost = f"{m['extra_gib']:.2f}", f"{m['probes']} ({m['seconds']:.0f})"
+        lines.append(
+            f"| {r['setting']} | {r['tokens_per_frame']} | {r['analytic']} ({r['binds']}) | {measured} | {peak} | "
+            f"{cost} | {ratio(r['measured_ratio'])} | {r['big']} ({r['big_binds']}) | {ratio(r['big_ratio'])} | "
+            f"{r['big_mlp_whole']} ({ratio(r['big_mlp_whole_ratio'])}) | "
+            f"{r['whole']} ({r['whole_binds']}) / {r['big_whole']} ({r['big_whole_binds']}) |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -289,6 +323,8 @@ def main() -> None:
     p.add_argument("--tokens-per-frame", type=int, default=16, help="after ToMe (HiCo: 16)")
     p.add_argument("--text-tokens", type=int, default=64)
     p.add_argument("--chunk-frames", type=int, default=64, help="frames per visual pass (VideoMLLM.chunk_frames)")
+    p.add_argument("--mlp-chunk-positions", type=int, default=4096,
+                   help="positions per piece of a decoder MLP (hf_causal_lm's mlp_chunk_positions); 0: whole")
     # the measured (small) LLM
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
@@ -312,29 +348,34 @@ def main() -> None:
     p.add_argument("--max-frames", type=int, default=16384, help="upper end of the search")
     p.add_argument("--analytic-only", action="store_true", help="skip the measured search")
     p.add_argument("--quick", action="store_true", help="cap 0.25 GiB, tiny model, coarse search")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_output_args(p)
     p.add_argument("--worker-setting", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-frames", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.from_json:
+        print(table(read_json(args.from_json, BENCHMARK)))
+        return
     if args.quick:
         for k, v in dict(cap_gib=0.25, feat_dim=1024, hidden=64, layers=4, heads=4, kv_heads=2, intermediate=128,
                          vocab=8192, tolerance=0.25, max_frames=2048, chunk_frames=16).items():
             setattr(args, k, v)
 
     ints = lambda text: [int(x) for x in text.split(",")]
+    mlp_chunk = args.mlp_chunk_positions or None
     small = Sizes(args.frame_tokens, args.feat_dim, args.clip_len, args.hidden, args.layers, args.heads, args.kv_heads,
                   args.intermediate, args.vocab, args.text_tokens, args.dtype, ints(args.drop_layers),
-                  [float(x) for x in args.ratios.split(",")], args.chunk_frames)
+                  [float(x) for x in args.ratios.split(",")], args.chunk_frames, mlp_chunk)
     if args.worker_setting:
         print(json.dumps(probe(args.worker_setting, args.worker_frames, small, args.tokens_per_frame)))
         return
     big = Sizes(args.frame_tokens, args.feat_dim, args.clip_len, args.big_hidden, args.big_layers, 32, 8,
                 args.big_intermediate, args.big_vocab, args.text_tokens, args.big_dtype, ints(args.big_drop_layers),
-                small.ratios, args.chunk_frames)
+                small.ratios, args.chunk_frames, mlp_chunk)
+    big_mlp_whole = dataclasses.replace(big, mlp_chunk=None)  # what chunking the MLP buys, for the table
     # what a worker needs to rebuild `small`
     args.worker_flags = [f"--{k}={getattr(args, k.replace('-', '_'))}" for k in (
-        "frame-tokens", "feat-dim", "clip-len", "tokens-per-frame", "text-tokens", "chunk-frames", "hidden", "layers", "heads",
-        "kv-heads", "intermediate", "vocab", "dtype", "drop-layers", "ratios")]
+        "frame-tokens", "feat-dim", "clip-len", "tokens-per-frame", "text-tokens", "chunk-frames", "mlp-chunk-positions",
+        "hidden", "layers", "heads", "kv-heads", "intermediate", "vocab", "dtype", "drop-layers", "ratios")]
     cap = args.cap_gib * GiB
     k = args.tokens_per_frame
 
@@ -342,10 +383,11 @@ def main() -> None:
     for setting in args.settings.split(","):
         a_small, where_small = analytic_max_frames(setting, small, k, cap, args.max_frames)
         a_big, where_big = analytic_max_frames(setting, big, k, cap, 1 << 20)
+        a_whole_mlp, _ = analytic_max_frames(setting, big_mlp_whole, k, cap, 1 << 20)
         w_small, w_where_small = analytic_max_frames(setting, small, k, cap, 1 << 20, streamed=False)
         w_big, w_where_big = analytic_max_frames(setting, big, k, cap, 1 << 20, streamed=False)
         row = dict(setting=setting, tokens_per_frame=tokens_per_frame(setting, small, k),
-                   analytic=a_small, binds=where_small, big=a_big, big_binds=where_big,
+                   analytic=a_small, binds=where_small, big=a_big, big_binds=where_big, big_mlp_whole=a_whole_mlp,
                    whole=w_small, whole_binds=w_where_small, big_whole=w_big, big_whole_binds=w_where_big)
         if not args.analytic_only:
             print(f"... {setting}: analytic {a_small} frames; searching", file=sys.stderr, flush=True)
@@ -354,33 +396,20 @@ def main() -> None:
     none = next((r for r in rows if r["setting"] == "none"), None)
     for r in rows:  # frames relative to no compression under the same cap
         r["big_ratio"] = r["big"] / none["big"] if none and none["big"] else None
+        r["big_mlp_whole_ratio"] = (r["big_mlp_whole"] / none["big_mlp_whole"]
+                                    if none and none["big_mlp_whole"] else None)
         m, m0 = r.get("measured"), none.get("measured") if none else None
         r["measured_ratio"] = m["fits"] / m0["fits"] if m and m0 and m0["fits"] else None
 
-    print(f"Cap {args.cap_gib:g} GiB of activations (weights excluded), one sample, {args.text_tokens} text tokens, "
-          f"encoder output {args.frame_tokens} × {args.feat_dim} per frame, {args.chunk_frames} frames per visual "
-          f"pass; measured LLM: {describe(small)}; 7B-class LLM (analytic): {describe(big)}; dropout ratios "
-          f"{small.ratios} at layers {small.drop_layers} (7B: {big.drop_layers}); {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f} at the end.\n")
-    ratio = lambda x: "—" if x is None else f"{x:.1f}×"
-    print("| setting | tokens/frame | small LLM: analytic max frames (binds at) | small LLM: measured max frames "
-          "| peak at that T (GiB) | probes (s) | × none, measured | 7B-class: analytic max frames (binds at) "
-          "| × none, 7B-class | whole video in one pass: small / 7B-class (analytic) |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        m = r.get("measured")
-        if m is None:
-            measured, peak, cost = "—", "—", "—"
-        else:
-            upper = f" (< {m['fails']})" if m["fails"] is not None else f" (≥, search limit {args.max_frames})"
-            measured = f"{m['fits']}{upper}"
-            peak, cost = f"{m['extra_gib']:.2f}", f"{m['probes']} ({m['seconds']:.0f})"
-        print(f"| {r['setting']} | {r['tokens_per_frame']} | {r['analytic']} ({r['binds']}) | {measured} | {peak} | "
-              f"{cost} | {ratio(r['measured_ratio'])} | {r['big']} ({r['big_binds']}) | {ratio(r['big_ratio'])} | "
-              f"{r['whole']} ({r['whole_binds']}) / {r['big_whole']} ({r['big_whole_binds']}) |")
+    about = (f"Cap {args.cap_gib:g} GiB of activations (weights excluded), one sample, {args.text_tokens} text tokens, "
+             f"encoder output {args.frame_tokens} × {args.feat_dim} per frame, {args.chunk_frames} frames per visual "
+             f"pass; measured LLM: {describe(small)}; 7B-class LLM (analytic): {describe(big)}; dropout ratios "
+             f"{small.ratios} at layers {small.drop_layers} (7B: {big.drop_layers}); {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__}; load average {os.getloadavg()[0]:.2f} at the end; {datetime.date.today()}.")
+    result = dict(about=about, max_frames=args.max_frames, rows=rows)
+    print(table(result))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, BENCHMARK, result)
 
 
 if __name__ == "__main__":

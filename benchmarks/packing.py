@@ -24,12 +24,12 @@ compare the two modes of one run, not runs across machines.
 
     python benchmarks/packing.py                      # 192 samples, batch 8 vs 4096-token packs
     python benchmarks/packing.py --quick              # a smoke run in seconds
+    python benchmarks/packing.py --json p.json        # keep the rows; --from-json p.json prints the table again
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -43,6 +43,8 @@ from lrc.data.collate import collate  # noqa: E402
 from lrc.data.packing import collate_packed, plan_packs  # noqa: E402
 from lrc.model.mllm import answer_loss  # noqa: E402
 from lrc.data.prompt import IGNORE_INDEX  # noqa: E402
+
+from _common import add_output_args, read_json, write_json  # noqa: E402  (benchmarks/, beside this script)
 
 
 def corpus(args: argparse.Namespace) -> list[dict]:
@@ -143,13 +145,15 @@ def measure(llm: torch.nn.Module, items: list[dict], args: argparse.Namespace) -
     return rows, ratio, load
 
 
+BENCHMARK = "packing"
 MODES = ("padding", "packing")
 
 
-def table(rows: list[dict], items: list[dict], args: argparse.Namespace, ratio: float, load: tuple) -> str:
+def about(items: list[dict], args: argparse.Namespace, load: tuple) -> str:
+    """The run's setting in one paragraph (kept in the JSON: the table is a function of the file alone)."""
     lengths = np.array([len(it["input_ids"]) for it in items])
     frames = np.array([len(it["pixel_values"]) for it in items])
-    lines = [
+    return (
         f"{args.samples} samples: frames lognormal (median {args.frames_median}, σ {args.sigma}, "
         f"{frames.min()}–{frames.max()}) × {args.tokens_per_frame} tokens + text (median {args.text_median}); "
         f"lengths {lengths.min()}–{lengths.max()}, median {int(np.median(lengths))}, mean {lengths.mean():.0f}. "
@@ -157,17 +161,23 @@ def table(rows: list[dict], items: list[dict], args: argparse.Namespace, ratio: 
         f"{args.vocab}, float32, SDPA, forward + backward; padding: batch {args.batch_size}; packing: max_tokens "
         f"{args.max_tokens}, lookahead {args.lookahead}; {torch.get_num_threads()} threads, torch {torch.__version__}; "
         f"{args.repeats} interleaved passes of each mode, median pass time; load average {load[0]:.2f} before, "
-        f"{load[1]:.2f} after.",
+        f"{load[1]:.2f} after.")
+
+
+def table(result: dict) -> str:
+    lines = [
+        result["about"],
         "",
         "| mode | steps | real tokens | slots | utilisation | budget fill | attention vs within-sample | s | samples/s | tokens/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
+    for r in result["rows"]:
         fill = f"{r['budget_fill']:.1%}" if "budget_fill" in r else "—"
         lines.append(f"| {r['mode']} | {r['steps']} | {r['real_tokens']} | {r['slots']} | {r['utilisation']:.1%} | "
                      f"{fill} | {r['attention_vs_within']:.1f}× | {r['seconds']:.1f} | {r['samples_per_s']:.1f} | "
                      f"{r['tokens_per_s']:.0f} |")
-    lines += ["", f"packing / padding throughput (median of the per-repetition ratios): {ratio:.2f}×"]
+    lines += ["", "packing / padding throughput (median of the per-repetition ratios): "
+                  f"{result['packing_over_padding']:.2f}×"]
     return "\n".join(lines)
 
 
@@ -194,8 +204,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=5, help="interleaved passes of each mode")
     p.add_argument("--quick", action="store_true", help="48 small samples and a tiny LLM, for a smoke run")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    add_output_args(p)
     args = p.parse_args()
+    if args.from_json:
+        print(table(read_json(args.from_json, BENCHMARK)))
+        return
     if args.quick:
         for k, v in dict(samples=48, frames_max=16, hidden=64, intermediate=128, layers=2, vocab=1000,
                          max_tokens=1024, repeats=2).items():
@@ -207,11 +220,11 @@ def main() -> None:
     items = corpus(args)
     llm = build_llm(args).train()
     rows, ratio, load = measure(llm, items, args)
-    print(table(rows, items, args, ratio, load))
+    result = {"about": about(items, args, load), "rows": rows, "packing_over_padding": ratio, "load_average": list(load),
+              "repeats": args.repeats, "threads": torch.get_num_threads()}
+    print(table(result))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "packing_over_padding": ratio, "load_average": load,
-                                               "repeats": args.repeats, "threads": torch.get_num_threads()},
-                                              indent=2))
+        write_json(args.json, BENCHMARK, result)
 
 
 if __name__ == "__main__":

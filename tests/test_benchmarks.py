@@ -17,6 +17,7 @@ def script(name: str):
     """benchmarks/NAME.py as a module (the benchmarks are scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as for an imported module (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -117,3 +118,17 @@ def test_decoding_round_trips_and_checks_what_each_reader_returned(round_trip, t
     assert rows["lrc-exact"]["check"] == rows["pyav-seek"]["check"] == "identical to decode-all"
     assert rows["lrc-approx"]["check"].endswith("distinct, in order")
     assert rows["pyav-seek"]["ratio_to_pyav-seek"] == rows["decode-all"]["ratio_to_decode-all"] == 1.0
+
+
+def test_frames_under_memory_cap_round_trips(round_trip):
+    result = round_trip("frames_under_memory_cap", ["--settings", "none,tome+dropout"])
+    rows = {r["setting"]: r for r in result["rows"]}
+    assert rows["none"]["big_ratio"] == rows["none"]["measured_ratio"] == 1.0
+    assert rows["tome+dropout"]["measured"]["fits"] > rows["none"]["measured"]["fits"]
+    # the MLP in pieces never fits fewer frames than the MLP run whole
+    assert all(r["big"] >= r["big_mlp_whole"] for r in rows.values())
+
+
+def test_packing_round_trips(round_trip):
+    result = round_trip("packing", [])
+    assert [r["mode"] for r in result["rows"]] == ["padding", "packing"] and result["packing_over_padding"] > 0

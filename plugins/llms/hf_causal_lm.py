@@ -7,7 +7,7 @@ import importlib.util
 import inspect
 import logging
 import re
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import torch
@@ -63,6 +63,49 @@ def wrap_lora(model: nn.Module, lora: dict[str, Any], new_token_ids: tuple[int, 
         raise ValueError(f"model.llm.lora: {exc}. Use peft.LoraConfig's argument names (r, lora_alpha, "
                          "lora_dropout, target_modules, modules_to_save ...)") from exc
     return get_peft_model(model, config)
+
+
+def chunk_mlps(model: nn.Module, positions: int | None) -> int:
+    """Run each decoder layer's MLP over the sequence ``positions`` at a time whenever no gradient is recorded
+    (evaluation, generation's prefill); returns how many MLPs were set.
+
+    Why. A decoder layer's MLP holds act(gate), up and their product, 3 x L x intermediate values, at once:
+    for a 7B-class LLM (intermediate 14,336, 3.5x the hidden size) on a long video that transient is the
+    largest tensor of the forward, and it comes in the first layers, before HiCo's token dropout has removed
+    anything (benchmarks/frames_under_memory_cap.py, docs/benchmarks.md section 3). The MLP acts on each
+    position alone, so pieces of the sequence give exactly the same output; only the transient shrinks to
+    that of ``positions``. With gradients the pieces' activations would all be saved for the backward
+    pass, so training runs the MLP whole (activation checkpointing is its memory lever).
+
+    The MLP keeps its own class and parameter names (checkpoints and LoRA see no change): only its
+    ``forward`` is replaced on the instance, as a method bound to it, so a deep copy (DPO's frozen
+    reference) binds to the copy."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    layers = getattr(decoder, "layers", None)
+    if positions is None or layers is None:
+        return 0
+    count = 0
+    for layer in layers:
+        mlp = getattr(layer, "mlp", None)
+        if isinstance(mlp, nn.Module):
+            mlp.mlp_chunk_positions = positions
+            mlp.forward = MethodType(_chunked_mlp_forward, mlp)
+            count += 1
+    return count
+
+
+def _chunked_mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    whole = type(mlp).forward
+    n = mlp.mlp_chunk_positions
+    if torch.is_grad_enabled() or x.dim() < 2 or x.shape[-2] <= n:
+        return whole(mlp, x)
+    first = whole(mlp, x[..., :n, :])
+    out = first.new_empty(*x.shape[:-1], first.shape[-1])  # written piece by piece: no concatenated copy
+    out[..., :n, :] = first
+    del first
+    for start in range(n, x.shape[-2], n):
+        out[..., start:start + n, :] = whole(mlp, x[..., start:start + n, :])
+    return out
 
 
 def config_key_problems(config_class: Any, config: dict[str, Any]) -> list[tuple[str, str]]:
@@ -134,6 +177,9 @@ class HFCausalLM(nn.Module):
             the TPO heads' tokens. Null: no LoRA.
         sequence_parallel: P > 1 splits each training sequence over groups of P ranks (Ulysses-style); attention
             heads and key/value heads must be multiples of P (docs/distributed.md).
+        mlp_chunk_positions: without gradients (evaluation, generation), each decoder layer's MLP runs over this
+            many positions at a time, so its transient (3 x positions x intermediate) no longer grows with a long
+            video; the output is the same. Null: the whole sequence at once (``chunk_mlps``).
     """
 
     def __init__(
@@ -147,6 +193,7 @@ class HFCausalLM(nn.Module):
         gradient_checkpointing: bool = False,
         lora: dict[str, Any] | None = None,
         sequence_parallel: PositiveInt = 1,
+        mlp_chunk_positions: PositiveInt | None = 4096,
         new_token_ids: tuple[NonNegativeInt, ...] = (),
     ):
         """``sequence_parallel``: P > 1 splits each training sequence over groups of P ranks, Ulysses-style
@@ -195,6 +242,7 @@ class HFCausalLM(nn.Module):
 
             check_model(self.model.config, sequence_parallel)
         self.hidden_size = self.model.config.hidden_size
+        chunk_mlps(self.model, mlp_chunk_positions)
         if lora:
             self.model = wrap_lora(self.model, lora, tuple(new_token_ids))
 
