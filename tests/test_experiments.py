@@ -11,6 +11,16 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 # ablation files (one `ablation:` mapping, run by `lrc ablate`) are studies, not experiment configs
 STUDIES = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if re.search(r"^ablation:", p.read_text(), re.M))
 CONFIGS = sorted(p for p in EXPERIMENTS.rglob("*.yaml") if p not in STUDIES)
+# what `make base` writes and the configs on the tiny base load (model.init.path, relative to the working directory)
+BUILT_BY_MAKE_BASE = ("runs/base/stage1", "runs/base/model")
+
+
+@pytest.fixture(autouse=True)
+def in_a_checkout_after_make_base(tmp_path, monkeypatch):
+    """Validation checks that model.init.path exists: run it where `make base`'s outputs are (empty) folders."""
+    for folder in BUILT_BY_MAKE_BASE:
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(EXPERIMENTS)))

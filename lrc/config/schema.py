@@ -200,6 +200,7 @@ class DataConfig:
     val: Union[str, list[DataSource]] = "val.jsonl"
     frame_folder_fps: PositiveFloat = 1.0  # frame rate of a folder of frames whose record gives no fps
     synth_videos: Optional[PositiveInt] = None  # synthesise a corpus of this many videos if root is missing
+    synth_seed: Optional[NonNegativeInt] = None  # the corpus's seed (None: run.seed); another seed, other videos
     synth_answer_style: Literal[ANSWER_STYLES] = "letter"  # see docs/data.md
     synth_multi_turn_train: bool = False  # train records: one multi-turn conversation per video
     synth_tasks: list[Literal[SYNTH_TASKS]] = field(default_factory=lambda: ["mcq"])

@@ -89,7 +89,8 @@ def ensure_corpus(cfg: dict[str, Any]) -> None:
 
     log.info("synthesising %d videos into %s", d["synth_videos"], root)
     t0 = time.perf_counter()
-    synthesize(root, videos=d["synth_videos"], seed=cfg["run"]["seed"], answer_style=d["synth_answer_style"],
+    seed = cfg["run"]["seed"] if d.get("synth_seed") is None else d["synth_seed"]
+    synthesize(root, videos=d["synth_videos"], seed=seed, answer_style=d["synth_answer_style"],
                multi_turn_train=d["synth_multi_turn_train"], tasks=tuple(d["synth_tasks"]))
     log.info("corpus ready in %.1fs", time.perf_counter() - t0)
 

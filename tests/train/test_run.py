@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lrc.cli import main
-from lrc.config import load_config
+from lrc.config import load_config, validate
 from lrc.train.run import RunDirError, fit
 
 DEMO = Path(__file__).resolve().parents[2] / "experiments" / "demo" / "tiny.yaml"
@@ -105,3 +105,17 @@ def test_test_checks_its_inputs_before_making_a_run_dir(tiny_overrides, tmp_path
         assert main(["test", str(DEMO), "--ckpt", str(ckpt), "--out", str(out), *tiny_overrides, *extra]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_the_corpus_seed_is_data_synth_seed_else_run_seed(tmp_path):
+    """A study's seeds vary training, not the corpus: data.synth_seed fixes the synthesised videos."""
+    from lrc.train.run import ensure_corpus
+
+    seeds = {}
+    for name, extra in (("fixed", ["data.synth_seed=5", "run.seed=1"]), ("by-run", ["data.synth_seed=null", "run.seed=5"])):
+        cfg = validate(load_config(DEMO, [f"data.root={tmp_path / name}", "data.synth_videos=3", *extra]))
+        ensure_corpus(cfg)
+        seeds[name] = json.loads((tmp_path / name / "meta.json").read_text())["seed"]
+    assert seeds == {"fixed": 5, "by-run": 5}
+    demo = validate(load_config(DEMO))
+    assert demo["data"]["synth_seed"] == 0  # the demo corpus whatever seed a study gives a cell
