@@ -49,7 +49,8 @@ $(BASE)/manifest.json:
 	mv $(BASE).partial $(BASE)
 
 # The seeded studies on the base (3 seeds each, tables as mean ± std, plots with error bars; docs/results.md):
-# compressors, tokens per frame, HiCo x TPO, two cells at a time. Times in docs/results.md; re-running resumes.
+# HiCo x TPO, compressors, tokens per frame, two cells at a time: about 70 minutes on 2 CPU cores (docs/results.md);
+# re-running resumes.
 study-full: base
 	$(BIN)/lrc ablate experiments/ablations/hico_x_tpo_on_base.yaml --out runs/study-full/hico-x-tpo --jobs 2
 	$(BIN)/lrc ablate experiments/ablations/compressors_on_base.yaml --out runs/study-full/compressors --jobs 2
