@@ -49,10 +49,11 @@ $(BASE)/manifest.json:
 	mv $(BASE).partial $(BASE)
 
 # The seeded studies on the base (3 seeds each, tables as mean ± std, plots with error bars; docs/results.md):
-# HiCo x TPO, compressors, tokens per frame, two cells at a time: about 70 minutes on 2 CPU cores (docs/results.md);
-# re-running resumes.
+# HiCo x TPO, the TPO demo against its untrained heads, compressors, tokens per frame, two cells at a time: about
+# TIME on 2 CPU cores (docs/results.md); re-running resumes.
 study-full: base
 	$(BIN)/lrc ablate experiments/ablations/hico_x_tpo_on_base.yaml --out runs/study-full/hico-x-tpo --jobs 2
+	$(BIN)/lrc ablate experiments/ablations/tpo_demo_on_base.yaml --out runs/study-full/tpo-demo --jobs 2
 	$(BIN)/lrc ablate experiments/ablations/compressors_on_base.yaml --out runs/study-full/compressors --jobs 2
 	$(BIN)/lrc ablate experiments/ablations/tokens_per_frame_on_base.yaml --out runs/study-full/tokens-per-frame --jobs 2
 
