@@ -50,7 +50,7 @@ $(BASE)/manifest.json:
 
 # The seeded studies on the base (3 seeds each, tables as mean ± std, plots with error bars; docs/results.md):
 # HiCo x TPO, the TPO demo against its untrained heads, compressors, tokens per frame, two cells at a time: about
-# TIME on 2 CPU cores (docs/results.md); re-running resumes.
+# 1 h 45 min on 2 CPU cores (docs/results.md); re-running resumes.
 study-full: base
 	$(BIN)/lrc ablate experiments/ablations/hico_x_tpo_on_base.yaml --out runs/study-full/hico-x-tpo --jobs 2
 	$(BIN)/lrc ablate experiments/ablations/tpo_demo_on_base.yaml --out runs/study-full/tpo-demo --jobs 2
